@@ -1,0 +1,1 @@
+"""Command-line interface: thin shells around public functions (one module per verb)."""

@@ -1,0 +1,156 @@
+"""System specifications: composition, force field, thermodynamic state, protocol and CG mappings.
+
+A spec is a YAML file (see ``docs/systems.md``) loaded into :class:`SystemSpec`; unknown keys are
+rejected. Paths inside a spec (templates) are relative to the spec file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import yaml
+
+from cgkd.io.config import from_dict, to_dict
+
+#: Folder with the specs that ship with cgkd (``systems/`` at the repository root).
+SYSTEMS_DIR = Path(__file__).resolve().parents[2] / "systems"
+
+
+@dataclass(frozen=True)
+class MoleculeSpec:
+    """One molecule kind. ``per_unit`` copies go into one formula unit (e.g. 2 urea per ChCl)."""
+
+    residue: str  # residue template name in the force field (CHOL, UREA, CLA, HOH)
+    per_unit: int = 1
+    template: str = ""  # PDB with one molecule and the force field's atom names (relative to spec)
+
+
+@dataclass(frozen=True)
+class NonbondedSpec:
+    method: str = "PME"  # PME, CutoffPeriodic, NoCutoff
+    cutoff: float = 1.0  # nm
+    switch_distance: Optional[float] = None  # nm; None: no switch
+    ewald_error_tolerance: float = 5e-4
+    dispersion_correction: bool = True
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    """How one size is built and run. Steps are MD steps of ``SystemSpec.timestep``."""
+
+    units: int  # formula units in the box
+    minimize_iterations: int = 500
+    npt_steps: int = 5000  # NPT equilibration to density (skipped if pressure is None)
+    nvt_steps: int = 2000  # NVT equilibration at the NPT-average box
+    production_steps: int = 10000
+    report_interval: int = 100  # steps between saved frames
+    checkpoint_interval: int = 1000  # steps between checkpoints of the production run
+
+
+@dataclass(frozen=True)
+class BeadSpec:
+    name: str  # bead name, unique inside its residue
+    type: str  # bead type name (shared between beads of the same kind)
+    atoms: List[str] = field(default_factory=lambda: ["*"])  # atom names; ["*"] = the whole residue
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    center: str = "mass"  # "mass" or "geometry"
+    residues: Dict[str, List[BeadSpec]] = field(default_factory=dict)  # residue name -> beads
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    name: str
+    forcefield: List[str]  # force-field XML files OpenMM ships (or paths relative to the spec)
+    molecules: List[MoleculeSpec]
+    temperature: float  # K
+    sizes: Dict[str, ProtocolSpec]  # "quick", "default", "paper", ...
+    mappings: Dict[str, MappingSpec]
+    default_mapping: str
+    description: str = ""
+    pressure: Optional[float] = 1.0  # bar; None: NVT only at the packing density
+    density: float = 1.0  # g/cm^3, initial packing density
+    timestep: float = 0.002  # ps
+    friction: float = 1.0  # 1/ps, Langevin
+    constraints: Optional[str] = "HBonds"  # None, HBonds, AllBonds, HAngles
+    rigid_water: bool = True
+    nonbonded: NonbondedSpec = field(default_factory=NonbondedSpec)
+    seed: int = 2024
+    source: str = ""  # where the spec was loaded from (filled in by load_spec)
+
+    def __post_init__(self):
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 K, got {self.temperature}")
+        if self.timestep <= 0:
+            raise ValueError(f"timestep must be > 0 ps, got {self.timestep}")
+        if self.default_mapping not in self.mappings:
+            raise ValueError(
+                f"default_mapping {self.default_mapping!r} is not one of the mappings {sorted(self.mappings)}"
+            )
+        if not self.molecules:
+            raise ValueError("molecules must list at least one molecule")
+        for m in self.mappings.values():
+            if m.center not in ("mass", "geometry"):
+                raise ValueError(f"mapping center must be 'mass' or 'geometry', got {m.center!r}")
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.source).parent if self.source else SYSTEMS_DIR
+
+    def size(self, name: str) -> ProtocolSpec:
+        if name not in self.sizes:
+            raise ValueError(f"size {name!r} is not defined for system {self.name!r}; available: {sorted(self.sizes)}")
+        return self.sizes[name]
+
+    def mapping(self, name: Optional[str] = None) -> MappingSpec:
+        name = name or self.default_mapping
+        if name not in self.mappings:
+            raise ValueError(f"mapping {name!r} is not defined for system {self.name!r}; available: {sorted(self.mappings)}")
+        return self.mappings[name]
+
+    def template_path(self, molecule: MoleculeSpec) -> Path:
+        return (self.folder / molecule.template).resolve()
+
+    def to_yaml(self) -> str:
+        d = to_dict(self)
+        d.pop("source", None)
+        return yaml.safe_dump(d, sort_keys=False)
+
+
+def load_spec(path_or_name: str | Path) -> SystemSpec:
+    """Load a spec from a YAML path, or by name from the specs shipped in ``systems/``."""
+    p = Path(path_or_name)
+    if not p.is_file():
+        cand = SYSTEMS_DIR / f"{path_or_name}.yaml"
+        if cand.is_file():
+            p = cand
+        else:
+            shipped = sorted(x.stem for x in SYSTEMS_DIR.glob("*.yaml"))
+            raise FileNotFoundError(f"spec {str(path_or_name)!r} is neither a file nor a shipped system {shipped}")
+    with open(p) as fh:
+        data = yaml.safe_load(fh) or {}
+    data["source"] = str(p.resolve())
+    return from_dict(SystemSpec, data, where=p.name)
+
+
+def spec_from_yaml_text(text: str) -> SystemSpec:
+    """Rebuild a spec from the YAML embedded in a data file."""
+    return from_dict(SystemSpec, yaml.safe_load(text), where="embedded spec")
+
+
+__all__ = [
+    "BeadSpec",
+    "MappingSpec",
+    "MoleculeSpec",
+    "NonbondedSpec",
+    "ProtocolSpec",
+    "SystemSpec",
+    "load_spec",
+    "spec_from_yaml_text",
+    "SYSTEMS_DIR",
+]
