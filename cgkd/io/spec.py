@@ -48,6 +48,19 @@ class ProtocolSpec:
     production_steps: int = 10000
     report_interval: int = 100  # steps between saved frames
     checkpoint_interval: int = 1000  # steps between checkpoints of the production run
+    cutoff: Optional[float] = None  # nm; overrides nonbonded.cutoff for this size (tiny test boxes)
+
+    def __post_init__(self):
+        if self.units < 1:
+            raise ValueError(f"units must be >= 1 formula unit, got {self.units}")
+        for name in ("minimize_iterations", "npt_steps", "nvt_steps", "production_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("report_interval", "checkpoint_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 step, got {getattr(self, name)}")
+        if self.cutoff is not None and self.cutoff <= 0:
+            raise ValueError(f"cutoff must be > 0 nm or null, got {self.cutoff}")
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,17 @@ class SystemSpec:
             )
         if not self.molecules:
             raise ValueError("molecules must list at least one molecule")
+        if self.pressure is not None and self.pressure <= 0:
+            raise ValueError(f"pressure must be > 0 bar or null, got {self.pressure}")
+        if self.density <= 0:
+            raise ValueError(f"density must be > 0 g/cm^3, got {self.density}")
+        if self.constraints not in (None, "HBonds", "AllBonds", "HAngles"):
+            raise ValueError(f"constraints must be null, HBonds, AllBonds or HAngles, got {self.constraints!r}")
+        if self.nonbonded.method not in ("PME", "CutoffPeriodic", "NoCutoff"):
+            raise ValueError(f"nonbonded.method must be PME, CutoffPeriodic or NoCutoff, got {self.nonbonded.method!r}")
+        for m in self.molecules:
+            if m.per_unit < 1:
+                raise ValueError(f"molecule {m.residue}: per_unit must be >= 1, got {m.per_unit}")
         for m in self.mappings.values():
             if m.center not in ("mass", "geometry"):
                 raise ValueError(f"mapping center must be 'mass' or 'geometry', got {m.center!r}")
