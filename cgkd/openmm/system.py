@@ -8,6 +8,8 @@ The network runs as an ``openmmtorch.TorchForce`` (backend ``"torch"``) or an ``
 from __future__ import annotations
 
 import io
+import os
+import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -24,12 +26,37 @@ from cgkd.export.artefact import DTYPES, load_potential_artefact
 BACKENDS = ("torch", "python")
 
 
+_TORCH_PLUGINS_RELOADED = False
+
+
+def _reload_torch_plugins() -> None:
+    """Load openmm-torch's kernel plugins that failed because openmm was imported before torch.
+
+    OpenMM loads its plugins when ``openmm`` is first imported; ``libOpenMMTorchReference.so`` needs
+    libraries that only ``import torch`` puts in place, so ``import openmm; import torch`` leaves the
+    TorchForce without kernels ("does not support all required kernels"). Loading the failed
+    libraries again once torch is imported fixes that; it is done once per process.
+    """
+    global _TORCH_PLUGINS_RELOADED
+    if _TORCH_PLUGINS_RELOADED:
+        return
+    _TORCH_PLUGINS_RELOADED = True
+    for message in openmm.Platform.getPluginLoadFailures():
+        match = re.match(r"Error loading library (.+?): ", message)
+        if match and os.path.basename(match.group(1)).startswith("libOpenMMTorch"):
+            try:
+                openmm.Platform.loadPluginLibrary(match.group(1))
+            except openmm.OpenMMException:
+                pass  # e.g. the OpenCL kernels where no OpenCL runtime exists
+
+
 def torch_force_available() -> bool:
     """True where ``openmmtorch`` can be imported (the ``"torch"`` backend works)."""
     try:
         import openmmtorch  # noqa: F401  (torch is imported first, at module level)
     except ImportError:
         return False
+    _reload_torch_plugins()
     return True
 
 
