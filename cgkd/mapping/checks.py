@@ -1,0 +1,134 @@
+"""Input validation for mapping: every error names the argument, what was expected and what was received."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+#: Median bond length (nm) above which positions are taken to be in Angstrom. Bonds are 0.09-0.2 nm.
+MAX_MEDIAN_BOND_NM = 0.4
+
+
+def check_mapping(m) -> None:
+    """Consistency of a freshly built ``Mapping`` (partition of atoms, masses, molecules)."""
+    n = m.n_atoms
+    if m.atom_masses.shape != (n,):
+        raise ValueError(f"atom_masses must have shape ({n},), got {m.atom_masses.shape}")
+    if np.any(~np.isfinite(m.atom_masses)) or np.any(m.atom_masses < 0):
+        raise ValueError("atom_masses must be finite and >= 0 amu")
+    nb = len(m.bead_atoms)
+    for label, seq in (("bead_names", m.bead_names), ("bead_types", m.bead_types), ("bead_residue", m.bead_residue)):
+        if len(seq) != nb:
+            raise ValueError(f"{label} has {len(seq)} entries but there are {nb} beads")
+    count = np.zeros(n, dtype=np.int64)
+    for b, atoms in enumerate(m.bead_atoms):
+        if atoms.size == 0:
+            raise ValueError(f"bead {b} ({m.bead_names[b]!r}) has no atoms")
+        if atoms.min() < 0 or atoms.max() >= n:
+            raise ValueError(f"bead {b} ({m.bead_names[b]!r}) has atom indices outside 0..{n - 1}: {atoms.tolist()}")
+        if len(np.unique(atoms)) != len(atoms):
+            raise ValueError(f"bead {b} ({m.bead_names[b]!r}) lists an atom twice: {atoms.tolist()}")
+        count[atoms] += 1
+    orphans = np.flatnonzero(count == 0)
+    if orphans.size:
+        raise ValueError(
+            f"{orphans.size} atom(s) are not in any bead (first: {orphans[:10].tolist()}); every atom must be "
+            "mapped so that its force is accounted for"
+        )
+    shared = np.flatnonzero(count > 1)
+    if shared.size and not m.allow_overlap:
+        raise ValueError(
+            f"{shared.size} atom(s) are in more than one bead (first: {shared[:10].tolist()}); "
+            "pass allow_overlap=True if that is intended"
+        )
+    masses = np.asarray([m.atom_masses[a].sum() for a in m.bead_atoms])
+    light = np.flatnonzero(masses <= 0)
+    if light.size:
+        raise ValueError(f"bead(s) {light[:10].tolist()} have mass 0 amu; every bead needs a positive mass")
+    mol = np.full(n, -1, dtype=np.int64)
+    for k, atoms in enumerate(m.molecule_atoms):
+        if np.any(mol[atoms] >= 0):
+            raise ValueError(f"molecule_atoms must partition the atoms; molecule {k} repeats atoms")
+        mol[atoms] = k
+    if np.any(mol < 0):
+        raise ValueError(f"molecule_atoms must cover all {n} atoms; missing {np.flatnonzero(mol < 0)[:10].tolist()}")
+    if len(m.residue_names) != len(m.molecule_atoms):
+        raise ValueError(f"residue_names has {len(m.residue_names)} entries but there are {len(m.molecule_atoms)} molecules")
+    for b, atoms in enumerate(m.bead_atoms):
+        mols = np.unique(mol[atoms])
+        if len(mols) != 1 or mols[0] != m.bead_residue[b]:
+            raise ValueError(
+                f"bead {b} ({m.bead_names[b]!r}) must lie inside molecule {m.bead_residue[b]}, but its atoms are "
+                f"in molecules {mols.tolist()}"
+            )
+    if m.atom_bonds.size and (m.atom_bonds.min() < 0 or m.atom_bonds.max() >= n):
+        raise ValueError(f"atom_bonds must index atoms 0..{n - 1}")
+
+
+def check_xyz(xyz, n_atoms: int, name: str) -> np.ndarray:
+    """(F, A, 3) finite array with A == n_atoms."""
+    xyz = np.asarray(xyz)
+    if xyz.ndim != 3 or xyz.shape[2] != 3:
+        raise ValueError(f"{name} must have shape (n_frames, n_atoms, 3), got {xyz.shape}")
+    if xyz.shape[1] != n_atoms:
+        raise ValueError(f"{name} has {xyz.shape[1]} atoms but the mapping (topology) has {n_atoms}")
+    if not np.all(np.isfinite(xyz)):
+        bad = np.argwhere(~np.isfinite(xyz))[0]
+        raise ValueError(f"{name} must be finite; frame {bad[0]}, atom {bad[1]} holds {xyz[tuple(bad)]}")
+    return xyz
+
+
+def check_forces(forces, n_atoms: int) -> np.ndarray:
+    """(F, A, 3) finite force array with A == n_atoms."""
+    return check_xyz(forces, n_atoms, "forces")
+
+
+def check_box(box, n_frames: int, periodic: bool) -> Optional[np.ndarray]:
+    """(F, 3, 3) box with positive volume, or None for a non-periodic mapping."""
+    if box is None:
+        if periodic:
+            raise ValueError(
+                "box is None but the mapping is periodic (its topology has box vectors); pass box with shape "
+                f"({n_frames}, 3, 3) nm so molecules split by the boundary can be made whole"
+            )
+        return None
+    box = np.asarray(box, dtype=np.float64)
+    if box.shape != (n_frames, 3, 3):
+        raise ValueError(f"box must have shape ({n_frames}, 3, 3) nm (one per frame), got {box.shape}")
+    if not np.all(np.isfinite(box)):
+        raise ValueError("box must be finite")
+    vol = np.linalg.det(box)
+    if np.any(vol <= 0):
+        raise ValueError(f"box vectors must span a positive volume; frame {int(np.argmin(vol))} has volume {vol.min()}")
+    return box
+
+
+def check_not_angstrom(whole: np.ndarray, bonds: np.ndarray) -> None:
+    """Refuse positions whose median bond length (first frame) is far above chemical bond lengths in nm."""
+    if bonds.size == 0 or whole.shape[0] == 0:
+        return
+    d = np.linalg.norm(whole[0, bonds[:, 0]] - whole[0, bonds[:, 1]], axis=-1)
+    med = float(np.median(d))
+    if med > MAX_MEDIAN_BOND_NM:
+        raise ValueError(
+            f"positions look like Angstrom, not nm: the median bond length is {med:.3f} (expected about 0.1-0.2 nm); "
+            "multiply by cgkd.units.ANGSTROM_TO_NM"
+        )
+
+
+def check_constraints(constraints, n_atoms: int) -> np.ndarray:
+    """(C, 2) int64 atom pairs inside 0..n_atoms-1 (None -> empty)."""
+    if constraints is None:
+        return np.zeros((0, 2), dtype=np.int64)
+    c = np.asarray(constraints)
+    if c.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    if c.ndim != 2 or c.shape[1] != 2:
+        raise ValueError(f"constraints must have shape (n_constraints, 2), got {c.shape}")
+    c = c.astype(np.int64)
+    if c.min() < 0 or c.max() >= n_atoms:
+        raise ValueError(f"constraints must index atoms 0..{n_atoms - 1}, got values {c.min()}..{c.max()}")
+    if np.any(c[:, 0] == c[:, 1]):
+        raise ValueError("constraints must join two different atoms")
+    return c

@@ -1,0 +1,292 @@
+"""Force maps: linear maps from atomic forces to bead forces, registered by name in ``FORCE_MAPS``.
+
+``basic``   sums the forces of each bead's atoms.
+``optimal`` is the statistically optimal linear force map (Kraemer et al., J. Phys. Chem. Lett. 2023):
+            the matrix M with the smallest mean squared mapped force among all maps that are
+            consistent with the position map (M C^T = I), that only use atoms of the bead's own
+            molecule, and that give equal weight to the two atoms of every constraint (so constraint
+            forces, missing from recorded forces, cancel). Fitted in closed form per molecule type
+            from data. The math is in docs/mapping.md.
+
+A registered force map is a class with the classmethod
+``fit(mapping, forces, constraints, allow_constraint_crossing, regularization, pool) -> ForceMap``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+from cgkd.mapping import checks
+from cgkd.registry import Registry
+
+FORCE_MAPS: Registry = Registry("force_maps")
+
+
+class ForceMap:
+    """A fixed (n_beads, n_atoms) linear map applied to atomic forces.
+
+    Parameters
+    ----------
+    name : str
+    matrix : scipy.sparse matrix or np.ndarray, shape=(n_beads, n_atoms), float64
+    """
+
+    def __init__(self, name: str, matrix):
+        self.name = str(name)
+        self.matrix = sp.csr_matrix(matrix, dtype=np.float64)
+
+    @property
+    def n_beads(self) -> int:
+        return self.matrix.shape[0]
+
+    @property
+    def n_atoms(self) -> int:
+        return self.matrix.shape[1]
+
+    def apply(self, forces) -> np.ndarray:
+        """Mapped forces.
+
+        Parameters
+        ----------
+        forces : np.ndarray, shape=(n_frames, n_atoms, 3), kJ/mol/nm
+
+        Returns
+        -------
+        np.ndarray, shape=(n_frames, n_beads, 3), float64, kJ/mol/nm
+        """
+        from cgkd.mapping.mapping import _apply_matrix
+
+        forces = checks.check_forces(forces, self.n_atoms)
+        return _apply_matrix(self.matrix, forces)
+
+    def to_dict(self) -> dict:
+        coo = self.matrix.tocoo()
+        return {
+            "name": self.name,
+            "shape": list(coo.shape),
+            "rows": coo.row.tolist(),
+            "cols": coo.col.tolist(),
+            "values": coo.data.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ForceMap":
+        m = sp.coo_matrix((d["values"], (d["rows"], d["cols"])), shape=tuple(d["shape"]))
+        return cls(d["name"], m)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, n_beads={self.n_beads}, n_atoms={self.n_atoms})"
+
+
+def crossing_constraints(mapping, constraints) -> np.ndarray:
+    """Constraints whose two atoms do not belong to exactly the same beads, shape=(n, 2), int64."""
+    c = checks.check_constraints(constraints, mapping.n_atoms)
+    member = (mapping.position_matrix != 0).tocsc().astype(np.int8)
+    out = []
+    for i, j in c:
+        if (member[:, i] != member[:, j]).nnz:
+            out.append((i, j))
+    return np.asarray(out, dtype=np.int64).reshape(-1, 2)
+
+
+@FORCE_MAPS.register("basic")
+class BasicForceMap(ForceMap):
+    """Sum of the atomic forces of each bead's atoms (M_Ii = 1 if atom i is in bead I)."""
+
+    @classmethod
+    def fit(
+        cls,
+        mapping,
+        forces=None,
+        constraints=None,
+        allow_constraint_crossing: bool = False,
+        regularization: float = 0.0,
+        pool: bool = True,
+    ) -> "BasicForceMap":
+        if mapping.allow_overlap and np.any(np.asarray((mapping.position_matrix != 0).sum(axis=0)) > 1):
+            raise ValueError(
+                "the basic force map needs beads that share no atoms (summing shared atoms breaks consistency); "
+                "use the 'optimal' force map for overlapping beads"
+            )
+        crossing = crossing_constraints(mapping, constraints)
+        if len(crossing) and not allow_constraint_crossing:
+            raise ValueError(
+                f"{len(crossing)} constraint(s) join atoms of different beads (first: {crossing[:3].tolist()}); "
+                "their constraint forces are not in the recorded forces, so the summed bead forces are biased. "
+                "Use the 'optimal' force map, or pass allow_constraint_crossing=True "
+                "(--allow-constraint-crossing) to accept the bias"
+            )
+        m = (mapping.position_matrix != 0).astype(np.float64)
+        return cls("basic", m)
+
+
+@FORCE_MAPS.register("optimal")
+class OptimalForceMap(ForceMap):
+    """Variance-minimising consistent linear force map, fitted per molecule type (see module docstring)."""
+
+    @classmethod
+    def fit(
+        cls,
+        mapping,
+        forces=None,
+        constraints=None,
+        allow_constraint_crossing: bool = False,
+        regularization: float = 1e-4,
+        pool: bool = True,
+    ) -> "OptimalForceMap":
+        """Fit from atomic forces.
+
+        Parameters
+        ----------
+        mapping : cgkd.mapping.Mapping
+        forces : np.ndarray, shape=(n_frames, n_atoms, 3), kJ/mol/nm
+            Recorded AA forces (without constraint forces).
+        constraints : np.ndarray, shape=(n_constraints, 2), int64, optional
+        allow_constraint_crossing : bool
+            Ignored (the optimal map handles constraints exactly).
+        regularization : float
+            Ridge added to the force second-moment matrix, relative to its mean diagonal.
+        pool : bool
+            If True (default), molecules with the same residue name, bead layout and constraints
+            share one map, fitted on all their frames together; otherwise each molecule is fitted alone.
+        """
+        if forces is None:
+            raise ValueError("the optimal force map is fitted from data: pass forces with shape (n_frames, n_atoms, 3)")
+        forces = checks.check_forces(forces, mapping.n_atoms)
+        if forces.shape[0] == 0:
+            raise ValueError("forces has 0 frames; the optimal force map needs at least one frame")
+        if regularization < 0:
+            raise ValueError(f"regularization must be >= 0, got {regularization}")
+        c = checks.check_constraints(constraints, mapping.n_atoms)
+        mol_of = mapping.atom_molecule
+        if len(c) and np.any(mol_of[c[:, 0]] != mol_of[c[:, 1]]):
+            raise ValueError("a constraint joins atoms of two different molecules; mapping molecules must hold constraints")
+        cmat = mapping.position_matrix.tocsc()
+        groups: Dict[Tuple, list] = {}
+        local_info = []
+        cons_of_mol: Dict[int, list] = {}
+        for i, j in c:
+            cons_of_mol.setdefault(int(mol_of[i]), []).append((int(i), int(j)))
+        for m, atoms in enumerate(mapping.molecule_atoms):
+            beads = np.flatnonzero(mapping.bead_residue == m)
+            local_c = cmat[beads][:, atoms].toarray()  # (k, n)
+            pos = {int(a): k for k, a in enumerate(atoms)}
+            lc = tuple(sorted((min(pos[i], pos[j]), max(pos[i], pos[j])) for i, j in cons_of_mol.get(m, [])))
+            key = (mapping.residue_names[m], len(atoms), np.round(local_c, 12).tobytes(), local_c.shape, lc)
+            if not pool:
+                key = key + (m,)
+            groups.setdefault(key, []).append(m)
+            local_info.append((beads, local_c, lc))
+        rows, cols, vals = [], [], []
+        for key, mols in groups.items():
+            beads0, local_c, lc = local_info[mols[0]]
+            idx = np.stack([mapping.molecule_atoms[m] for m in mols])  # (G, n)
+            f = forces[:, idx, :].astype(np.float64)  # (F, G, n, 3)
+            s = np.einsum("fgia,fgja->ij", f, f) / (f.shape[0] * f.shape[1] * 3)
+            w = optimal_rows(s, local_c, lc, regularization, where=f"molecule type {key[0]!r}")  # (k, n)
+            for m in mols:
+                beads = local_info[m][0]
+                atoms = mapping.molecule_atoms[m]
+                for r, b in enumerate(beads):
+                    rows.extend([b] * len(atoms))
+                    cols.extend(atoms.tolist())
+                    vals.extend(w[r].tolist())
+        mat = sp.coo_matrix((vals, (rows, cols)), shape=(mapping.n_beads, mapping.n_atoms)).tocsr()
+        mat.eliminate_zeros()
+        return cls("optimal", mat)
+
+
+def optimal_rows(
+    s: np.ndarray, local_c: np.ndarray, constraints, regularization: float, where: str = "molecule"
+) -> np.ndarray:
+    """Solve min_m m^T S m subject to m C^T = e_I and m_i = m_j for constrained (i, j), for every bead row I.
+
+    Parameters
+    ----------
+    s : np.ndarray, shape=(n, n), float64, (kJ/mol/nm)^2
+        Second moment of the molecule's atomic forces, averaged over frames, molecules and xyz.
+    local_c : np.ndarray, shape=(k, n), float64
+        Position-map rows of the molecule's k beads restricted to its n atoms.
+    constraints : sequence of (i, j)
+        Local atom index pairs that must get equal weight.
+    regularization : float
+        Ridge ``regularization * mean(diag(S))`` added to S.
+
+    Returns
+    -------
+    np.ndarray, shape=(k, n), float64
+        The force-map rows. Solved in the null space of the equality constraints, which copes
+        with redundant constraints (e.g. the O-H, O-H, H-H triangle of rigid water).
+    """
+    k, n = local_c.shape
+    d = np.zeros((len(constraints), n))
+    for r, (i, j) in enumerate(constraints):
+        d[r, i], d[r, j] = 1.0, -1.0
+    a = np.vstack([local_c, d])  # (k + c, n)
+    b = np.zeros((a.shape[0], k))
+    b[:k] = np.eye(k)
+    m0, *_ = np.linalg.lstsq(a, b, rcond=None)  # (n, k), minimum-norm particular solutions
+    resid = np.abs(a @ m0 - b).max() if b.size else 0.0
+    if resid > 1e-8:
+        raise ValueError(
+            f"{where}: no force map satisfies both consistency with the position map and equal weights on "
+            f"constrained atoms (residual {resid:.2e}); a constraint probably joins two beads that have no other "
+            "atoms to absorb it (e.g. single-atom beads) - merge those beads"
+        )
+    null = scipy.linalg.null_space(a)  # (n, q)
+    if null.shape[1] == 0:
+        return m0.T
+    scale = float(np.mean(np.diag(s))) or 1.0
+    sr = s + regularization * scale * np.eye(n)
+    h = null.T @ sr @ null
+    z = -np.linalg.solve(h, null.T @ sr @ m0)
+    return (m0 + null @ z).T
+
+
+def make_force_map(
+    name: str,
+    mapping,
+    forces=None,
+    constraints=None,
+    allow_constraint_crossing: bool = False,
+    regularization: float = 1e-4,
+    pool: bool = True,
+) -> ForceMap:
+    """Build the force map registered as ``name`` (an unknown name lists the available ones)."""
+    cls = FORCE_MAPS.get(name)
+    return cls.fit(
+        mapping,
+        forces=forces,
+        constraints=constraints,
+        allow_constraint_crossing=allow_constraint_crossing,
+        regularization=regularization,
+        pool=pool,
+    )
+
+
+def mean_squared_force(mapped: np.ndarray, frames: Optional[np.ndarray] = None) -> float:
+    """Mean over frames, beads and xyz of the squared mapped force, (kJ/mol/nm)^2.
+
+    For any consistent force map this equals E|mean force|^2 (the same for all maps) plus the noise
+    variance, so differences and the optimal/basic ordering are differences of noise variance.
+    """
+    mapped = np.asarray(mapped, dtype=np.float64)
+    if frames is not None:
+        mapped = mapped[frames]
+    return float(np.mean(mapped**2))
+
+
+__all__ = [
+    "FORCE_MAPS",
+    "ForceMap",
+    "BasicForceMap",
+    "OptimalForceMap",
+    "crossing_constraints",
+    "make_force_map",
+    "mean_squared_force",
+    "optimal_rows",
+]
