@@ -1,0 +1,176 @@
+"""Frames of one CG system as tensors, with targets and weights, cut into batches for the trainer.
+
+All frames of a CG system share one topology (same beads, same types), so a batch of G frames is
+the frames' beads concatenated: N = G * n_beads. A batch is a plain ``dict``:
+
+=================  ==============  ======================================================
+key                shape           meaning
+=================  ==============  ======================================================
+positions          (N, 3)          nm, dtype of the set
+types              (N,) int64      bead type indices
+batch              (N,) int64      frame (graph) index of each bead inside the batch
+box                (G, 3, 3)       nm, rows are box vectors; all zero for non-periodic
+n_graphs           int             G
+frame              (G,) int64      index of each frame in the set
+sample_weight      (G,)            per-frame weights
+bead_weight        (N,)            per-bead weights (only if the set has them)
+<target>           (N, ...)        per-bead targets (arrays shaped (F, B, ...))
+<target>           (G, ...)        per-frame targets (arrays shaped (F,) or (F, k) with k != B)
+=================  ==============  ======================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cgkd import keys
+from cgkd.train.losses import BEAD_WEIGHT, SAMPLE_WEIGHT
+
+
+@dataclass
+class FrameSet:
+    """Frames and targets of one CG system.
+
+    Attributes
+    ----------
+    positions : torch.Tensor, shape=(F, B, 3), nm
+    types : torch.Tensor, shape=(B,), int64
+    box : torch.Tensor or None, shape=(F, 3, 3), nm
+    targets : dict of str -> torch.Tensor
+        Each of shape (F, B, ...) (per bead) or (F, ...) (per frame); units of the quantity
+        (forces kJ/mol/nm, energies kJ/mol).
+    sample_weight : torch.Tensor or None, shape=(F,)
+    bead_weight : torch.Tensor or None, shape=(F, B)
+    """
+
+    positions: Tensor
+    types: Tensor
+    box: Optional[Tensor] = None
+    targets: Dict[str, Tensor] = field(default_factory=dict)
+    sample_weight: Optional[Tensor] = None
+    bead_weight: Optional[Tensor] = None
+
+    def __post_init__(self):
+        self.positions = torch.as_tensor(self.positions)
+        self.types = torch.as_tensor(self.types, dtype=torch.int64)
+        if self.positions.dim() != 3 or self.positions.shape[2] != 3:
+            raise ValueError(f"positions must have shape (n_frames, n_beads, 3), got {tuple(self.positions.shape)}")
+        f, b, _ = self.positions.shape
+        if self.types.shape != (b,):
+            raise ValueError(f"types must have shape ({b},), got {tuple(self.types.shape)}")
+        if self.box is not None:
+            self.box = torch.as_tensor(self.box, dtype=self.positions.dtype)
+            if self.box.shape != (f, 3, 3):
+                raise ValueError(f"box must have shape ({f}, 3, 3), got {tuple(self.box.shape)}")
+        self.targets = {k: torch.as_tensor(v) for k, v in self.targets.items()}
+        for k, v in self.targets.items():
+            if v.shape[0] != f:
+                raise ValueError(f"target {k!r} has {v.shape[0]} frames but positions has {f}")
+        if self.sample_weight is not None:
+            self.sample_weight = torch.as_tensor(self.sample_weight, dtype=self.positions.dtype)
+            if self.sample_weight.shape != (f,):
+                raise ValueError(f"sample_weight must have shape ({f},), got {tuple(self.sample_weight.shape)}")
+            if torch.any(self.sample_weight < 0):
+                raise ValueError("sample_weight must be >= 0")
+        if self.bead_weight is not None:
+            self.bead_weight = torch.as_tensor(self.bead_weight, dtype=self.positions.dtype)
+            if self.bead_weight.shape != (f, b):
+                raise ValueError(f"bead_weight must have shape ({f}, {b}), got {tuple(self.bead_weight.shape)}")
+            if torch.any(self.bead_weight < 0):
+                raise ValueError("bead_weight must be >= 0")
+
+    @property
+    def n_frames(self) -> int:
+        return self.positions.shape[0]
+
+    @property
+    def n_beads(self) -> int:
+        return self.positions.shape[1]
+
+    def to(self, dtype: torch.dtype) -> "FrameSet":
+        """A copy with floating tensors in ``dtype`` (integer tensors unchanged)."""
+
+        def conv(t):
+            return None if t is None else (t.to(dtype) if t.is_floating_point() else t)
+
+        return FrameSet(
+            positions=conv(self.positions),
+            types=self.types,
+            box=conv(self.box),
+            targets={k: conv(v) for k, v in self.targets.items()},
+            sample_weight=conv(self.sample_weight),
+            bead_weight=conv(self.bead_weight),
+        )
+
+    def batch(self, frames: Sequence[int], device: torch.device | str = "cpu") -> Dict[str, Tensor]:
+        """The batch dict (see module docstring) of ``frames``."""
+        idx = torch.as_tensor(np.asarray(frames, dtype=np.int64))
+        g, b = len(idx), self.n_beads
+        out: Dict[str, Tensor] = {
+            keys.POSITIONS: self.positions[idx].reshape(g * b, 3),
+            keys.TYPES: self.types.repeat(g),
+            "batch": torch.arange(g).repeat_interleave(b),
+            keys.BOX: self.box[idx] if self.box is not None else torch.zeros(g, 3, 3, dtype=self.positions.dtype),
+            "frame": idx,
+            SAMPLE_WEIGHT: (
+                self.sample_weight[idx] if self.sample_weight is not None else torch.ones(g, dtype=self.positions.dtype)
+            ),
+        }
+        if self.bead_weight is not None:
+            out[BEAD_WEIGHT] = self.bead_weight[idx].reshape(g * b)
+        for k, v in self.targets.items():
+            sel = v[idx]
+            if v.dim() >= 2 and v.shape[1] == b:
+                sel = sel.reshape(g * b, *v.shape[2:])
+            out[k] = sel
+        out = {k: t.to(device) for k, t in out.items()}
+        out["n_graphs"] = g
+        return out
+
+    def batches(
+        self,
+        indices: Sequence[int],
+        batch_size: int,
+        generator: Optional[torch.Generator] = None,
+        device: torch.device | str = "cpu",
+    ) -> Iterator[Dict[str, Tensor]]:
+        """Batches over ``indices`` (repeats allowed, e.g. a bootstrap resample), shuffled when a generator is given."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and (indices.min() < 0 or indices.max() >= self.n_frames):
+            raise ValueError(f"frame indices must lie in 0..{self.n_frames - 1}, got {indices.min()}..{indices.max()}")
+        if generator is not None:
+            order = torch.randperm(len(indices), generator=generator).numpy()
+            indices = indices[order]
+        for start in range(0, len(indices), batch_size):
+            yield self.batch(indices[start : start + batch_size], device=device)
+
+
+def frameset_from_cg(data, targets: Optional[Dict[str, np.ndarray]] = None, dtype: torch.dtype = torch.float32) -> FrameSet:
+    """A :class:`FrameSet` of a :class:`cgkd.data.cg_h5.CGData` with the mapped forces as target ``forces``.
+
+    Parameters
+    ----------
+    data : CGData
+    targets : dict of str -> np.ndarray, optional
+        Extra targets (labels), each with the frames on the first axis.
+    """
+    t = {keys.FORCES: torch.from_numpy(np.asarray(data.forces)).to(dtype)}
+    for k, v in (targets or {}).items():
+        arr = torch.from_numpy(np.asarray(v))
+        t[k] = arr.to(dtype) if arr.is_floating_point() else arr
+    return FrameSet(
+        positions=torch.from_numpy(np.asarray(data.positions)).to(dtype),
+        types=torch.from_numpy(np.asarray(data.types)),
+        box=None if data.box is None else torch.from_numpy(np.asarray(data.box)).to(dtype),
+        targets=t,
+    )
+
+
+__all__ = ["FrameSet", "frameset_from_cg"]

@@ -1,0 +1,318 @@
+"""Composable loss terms, registered by name in :data:`LOSS_TERMS`.
+
+The training loss is ``sum_k w_k(epoch) * term_k``. A term compares the model's outputs on a batch
+with a target taken either from the batch (mapped forces, ensemble labels) or from a frozen
+teacher model evaluated on the same batch (feature / bead-energy distillation).
+
+Every term honours per-sample weights ``batch["sample_weight"] (G,)`` and per-bead weights
+``batch["bead_weight"] (N,)``: a residual r_i of bead i in frame g(i) enters as
+``sum_i w_i r_i / sum_i w_i`` with ``w_i = sample_weight[g(i)] * bead_weight[i]``, so a sample of
+weight zero contributes nothing (not to the numerator, not to the denominator).
+
+Adding a term: subclass :class:`LossTerm`, set ``default_target`` and decorate it with
+``@LOSS_TERMS.register("name")``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from cgkd import keys
+from cgkd.registry import Registry
+
+#: Loss terms by name. Values are :class:`LossTerm` subclasses.
+LOSS_TERMS: Registry = Registry("loss_terms")
+
+#: Batch key of the per-frame weights, shape (G,).
+SAMPLE_WEIGHT = "sample_weight"
+#: Batch key of the per-bead weights, shape (N,).
+BEAD_WEIGHT = "bead_weight"
+#: ``LossSpec.source`` values.
+SOURCES = ("batch", "teacher")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One term of the loss (YAML-loadable).
+
+    Attributes
+    ----------
+    term : str
+        Name in :data:`LOSS_TERMS` (``forces``, ``forces_mse``, ``energy``, ``node_energy``,
+        ``node_features``, ``vector_features``).
+    weight : float
+        Weight of the term; a schedule (:mod:`cgkd.train.schedule`) may override it per epoch.
+    target : str
+        Key of the target in the batch (or in the teacher's outputs); "" takes the term's default.
+    source : str
+        ``"batch"``: target from the batch (labels, mapped forces); ``"teacher"``: from a frozen teacher
+        model evaluated on the batch.
+    name : str
+        Name of the term in logs and schedules; "" means ``term``.
+    """
+
+    term: str
+    weight: float = 1.0
+    target: str = ""
+    source: str = "batch"
+    name: str = ""
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"LossSpec.source must be one of {SOURCES}, got {self.source!r}")
+        if self.weight < 0:
+            raise ValueError(f"LossSpec.weight must be >= 0, got {self.weight}")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.term
+
+
+def bead_weights(batch: Dict[str, Tensor], like: Tensor) -> Tensor:
+    """Per-bead weights ``w_i = sample_weight[batch_i] * bead_weight_i``, shape (N,), dtype of ``like``."""
+    n = batch[keys.POSITIONS].shape[0]
+    w = torch.ones(n, dtype=like.dtype, device=like.device)
+    if SAMPLE_WEIGHT in batch:
+        w = w * batch[SAMPLE_WEIGHT].to(like.dtype)[batch["batch"]]
+    if BEAD_WEIGHT in batch:
+        w = w * batch[BEAD_WEIGHT].to(like.dtype)
+    return w
+
+
+def frame_weights(batch: Dict[str, Tensor], like: Tensor) -> Tensor:
+    """Per-frame weights ``sample_weight``, shape (G,)."""
+    g = int(batch["n_graphs"])
+    if SAMPLE_WEIGHT in batch:
+        return batch[SAMPLE_WEIGHT].to(like.dtype)
+    return torch.ones(g, dtype=like.dtype, device=like.device)
+
+
+def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
+    """``sum w v / sum w`` over the first axis (other axes averaged first); 0 when all weights are 0."""
+    if values.dim() > 1:
+        values = values.reshape(values.shape[0], -1).mean(dim=1)
+    total = weights.sum()
+    return (weights * values).sum() / torch.clamp(total, min=torch.finfo(values.dtype).tiny)
+
+
+class LossTerm(nn.Module):
+    """Base class. ``forward(outputs, batch, teacher_outputs) -> (loss scalar, metrics dict)``."""
+
+    #: Target key used when ``LossSpec.target`` is "".
+    default_target: str = ""
+    #: The model's forces are needed (computed by autograd in the trainer).
+    needs_forces: bool = False
+
+    def __init__(self, target: str = "", source: str = "batch"):
+        super().__init__()
+        self.target = target or self.default_target
+        self.source = source
+
+    def setup(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor], teacher_outputs: Optional[Dict[str, Tensor]]):
+        """Called once with a first batch before the optimiser exists (create learned projections here)."""
+        self._get_target(batch, teacher_outputs)
+
+    def _get_target(self, batch: Dict[str, Tensor], teacher_outputs: Optional[Dict[str, Tensor]]) -> Tensor:
+        if self.source == "teacher":
+            if teacher_outputs is None:
+                raise ValueError(f"loss term {type(self).__name__} takes its target from a teacher, but no teacher was given")
+            table, where = teacher_outputs, "the teacher's outputs"
+        else:
+            table, where = batch, "the batch"
+        if self.target not in table:
+            raise ValueError(
+                f"loss term {type(self).__name__} needs target {self.target!r} in {where}; available: {sorted(table)}"
+            )
+        return table[self.target]
+
+    def forward(self, outputs, batch, teacher_outputs=None) -> Tuple[Tensor, Dict[str, float]]:  # pragma: no cover
+        raise NotImplementedError
+
+
+@LOSS_TERMS.register("forces")
+class ForceLoss(LossTerm):
+    """Force matching, RMSE + MAE over bead force components (kJ/mol/nm), per-bead weighted."""
+
+    default_target = keys.FORCES
+    needs_forces = True
+
+    def _residual(self, outputs, batch, teacher_outputs):
+        pred = outputs[keys.FORCE]
+        target = self._get_target(batch, teacher_outputs).to(pred.dtype)
+        if target.shape != pred.shape:
+            raise ValueError(f"force target {self.target!r} has shape {tuple(target.shape)}, model forces {tuple(pred.shape)}")
+        return pred - target, bead_weights(batch, pred)
+
+    def forward(self, outputs, batch, teacher_outputs=None):
+        d, w = self._residual(outputs, batch, teacher_outputs)
+        mse = weighted_mean(d.pow(2), w)
+        mae = weighted_mean(d.abs(), w)
+        rmse = torch.sqrt(mse + 1e-12)
+        return rmse + mae, {"force_rmse": float(rmse.detach()), "force_mae": float(mae.detach())}
+
+
+@LOSS_TERMS.register("forces_mse")
+class ForceMSELoss(ForceLoss):
+    """Force matching, mean squared error of the components ((kJ/mol/nm)^2), per-bead weighted."""
+
+    def forward(self, outputs, batch, teacher_outputs=None):
+        d, w = self._residual(outputs, batch, teacher_outputs)
+        mse = weighted_mean(d.pow(2), w)
+        return mse, {"force_rmse": float(torch.sqrt(mse.detach())), "force_mae": float(weighted_mean(d.detach().abs(), w))}
+
+
+@LOSS_TERMS.register("energy")
+class EnergyLoss(LossTerm):
+    """Total energy per frame, MSE of (E - E_target) / n_beads ((kJ/mol)^2 per bead^2), per-sample weighted.
+
+    Energies of CG models are defined up to a constant; the constant is matched too, which is what
+    one wants when the target is a teacher's energy.
+    """
+
+    default_target = keys.MEAN_ENERGY
+
+    def forward(self, outputs, batch, teacher_outputs=None):
+        pred = outputs[keys.ENERGY]
+        target = self._get_target(batch, teacher_outputs).to(pred.dtype)
+        if target.shape != pred.shape:
+            raise ValueError(f"energy target {self.target!r} has shape {tuple(target.shape)}, model energy {tuple(pred.shape)}")
+        n_per = torch.bincount(batch["batch"], minlength=pred.shape[0]).to(pred.dtype)
+        d = (pred - target) / n_per
+        mse = weighted_mean(d.pow(2), frame_weights(batch, pred))
+        return mse, {"energy_rmse_per_bead": float(torch.sqrt(mse.detach()))}
+
+
+@LOSS_TERMS.register("node_energy")
+class NodeEnergyLoss(LossTerm):
+    """Per-bead ("atom") energy matching, MSE (kJ/mol)^2, per-bead weighted."""
+
+    default_target = keys.MEAN_NODE_ENERGY
+
+    def forward(self, outputs, batch, teacher_outputs=None):
+        pred = outputs[keys.NODE_ENERGY]
+        target = self._get_target(batch, teacher_outputs).detach().to(pred.dtype)
+        if target.shape != pred.shape:
+            raise ValueError(
+                f"node energy target {self.target!r} has shape {tuple(target.shape)}, model {tuple(pred.shape)}"
+            )
+        mse = weighted_mean((pred - target).pow(2), bead_weights(batch, pred))
+        return mse, {"node_energy_rmse": float(torch.sqrt(mse.detach()))}
+
+
+class _FeatureLoss(LossTerm):
+    """Feature matching with a learned linear projection of the student's features when widths differ."""
+
+    key: str = keys.NODE_FEATURES
+
+    def __init__(self, target: str = "", source: str = "teacher"):
+        super().__init__(target=target, source=source)
+        self.projection: nn.Module = nn.Identity()
+
+    def setup(self, outputs, batch, teacher_outputs):
+        target = self._get_target(batch, teacher_outputs)
+        if self.key not in outputs:
+            raise ValueError(f"loss term {type(self).__name__} needs {self.key!r} from the model; it returns {sorted(outputs)}")
+        hs, ht = outputs[self.key].shape[-1], target.shape[-1]
+        if hs != ht:
+            self.projection = nn.Linear(hs, ht, bias=False).to(dtype=outputs[self.key].dtype, device=outputs[self.key].device)
+
+    def forward(self, outputs, batch, teacher_outputs=None):
+        pred = self.projection(outputs[self.key])
+        target = self._get_target(batch, teacher_outputs).detach().to(pred.dtype)
+        if target.shape != pred.shape:
+            raise ValueError(f"{self.key} target has shape {tuple(target.shape)}, projected student {tuple(pred.shape)}")
+        mse = weighted_mean((pred - target).pow(2), bead_weights(batch, pred))
+        return mse, {f"{self.key}_rmse": float(torch.sqrt(mse.detach()))}
+
+
+@LOSS_TERMS.register("node_features")
+class NodeFeatureLoss(_FeatureLoss):
+    """Node-to-node feature distillation: MSE between P h_student (N, Ht) and h_teacher (N, Ht)."""
+
+    key = keys.NODE_FEATURES
+    default_target = keys.NODE_FEATURES
+
+
+@LOSS_TERMS.register("vector_features")
+class VectorFeatureLoss(_FeatureLoss):
+    """Vector-to-vector distillation (equivariant models): MSE between v_student P (N, 3, Ht) and v_teacher.
+
+    The projection acts on the channel axis only, so it commutes with rotations.
+    """
+
+    key = keys.VECTOR_FEATURES
+    default_target = keys.VECTOR_FEATURES
+
+
+class Loss(nn.Module):
+    """The weighted sum of loss terms; learned projections inside terms are trained with the model.
+
+    Parameters
+    ----------
+    specs : list of LossSpec
+        The terms; labels (``spec.label``) must be unique.
+    """
+
+    def __init__(self, specs: List[LossSpec]):
+        super().__init__()
+        if not specs:
+            raise ValueError("specs must list at least one loss term, got an empty list")
+        labels = [s.label for s in specs]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"loss term names must be unique, got {labels}")
+        self.specs = list(specs)
+        self.terms = nn.ModuleDict({s.label: LOSS_TERMS.get(s.term)(target=s.target, source=s.source) for s in specs})
+
+    @property
+    def base_weights(self) -> Dict[str, float]:
+        return {s.label: float(s.weight) for s in self.specs}
+
+    @property
+    def needs_forces(self) -> bool:
+        return any(t.needs_forces for t in self.terms.values())
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(t.source == "teacher" for t in self.terms.values())
+
+    def setup(self, outputs, batch, teacher_outputs=None) -> None:
+        for t in self.terms.values():
+            t.setup(outputs, batch, teacher_outputs)
+
+    def forward(self, outputs, batch, weights: Dict[str, float], teacher_outputs=None) -> Tuple[Tensor, Dict[str, float]]:
+        """Weighted sum; terms of weight 0 are skipped. Returns (loss, metrics incl. ``loss/<name>``)."""
+        total = None
+        metrics: Dict[str, float] = {}
+        for name, term in self.terms.items():
+            w = float(weights.get(name, 0.0))
+            if w == 0.0:
+                continue
+            value, m = term(outputs, batch, teacher_outputs)
+            metrics[f"loss/{name}"] = float(value.detach())
+            metrics.update(m)
+            total = w * value if total is None else total + w * value
+        if total is None:
+            raise ValueError(f"every loss weight is zero ({weights}); at least one term must have a positive weight")
+        return total, metrics
+
+
+__all__ = [
+    "LOSS_TERMS",
+    "Loss",
+    "LossSpec",
+    "LossTerm",
+    "ForceLoss",
+    "ForceMSELoss",
+    "EnergyLoss",
+    "NodeEnergyLoss",
+    "NodeFeatureLoss",
+    "VectorFeatureLoss",
+    "SAMPLE_WEIGHT",
+    "BEAD_WEIGHT",
+    "bead_weights",
+    "weighted_mean",
+]
