@@ -1,5 +1,18 @@
-"""OpenMM side of cgkd: Systems from exported potentials and CG molecular dynamics (layer export/openmm)."""
+"""OpenMM side of cgkd: Systems from exported potentials and CG molecular dynamics (layer export/openmm).
 
+May import units, io, data, nn and export; never train, kd or analysis.
+"""
+
+from cgkd.openmm.md import min_pair_distances, run_cg_md
 from cgkd.openmm.system import BACKENDS, TorchCompute, bonded_terms, create_system, resolve_types, torch_force_available
 
-__all__ = ["BACKENDS", "TorchCompute", "bonded_terms", "create_system", "resolve_types", "torch_force_available"]
+__all__ = [
+    "BACKENDS",
+    "TorchCompute",
+    "bonded_terms",
+    "create_system",
+    "min_pair_distances",
+    "resolve_types",
+    "run_cg_md",
+    "torch_force_available",
+]

@@ -1,0 +1,296 @@
+"""CG molecular dynamics with an exported potential: replicas, stability checks, trajectories, summary.
+
+Defaults suit one-bead-per-molecule (or few-bead) CG liquids with heavy beads (40-150 amu):
+Langevin middle integrator, timestep 0.004 ps (2-5 fs is safe; smooth CG potentials often allow
+more), friction 1/ps (1-10/ps: lower keeps dynamics closer to the CG Langevin limit, higher is
+more robust). Output of one run (``out_dir``):
+
+- ``topology.pdb``: the CG topology with the first start frame;
+- ``system.json``: bead types, type names, masses, residues and bonds (what analysis needs);
+- ``replica_<k>.dcd``: positions (not wrapped) every ``report_interval`` steps;
+- ``replica_<k>_energy.csv``: step, time (ps), potential and kinetic energy (kJ/mol), temperature (K);
+- ``replica_<k>_last_good.pdb``: the last frame that passed all checks;
+- ``summary.json``: per replica survived / failure reason / time to failure, steps/s and ns/day.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import openmm
+import openmm.app as app
+import openmm.unit as u
+
+from cgkd import units
+from cgkd.data.cg_h5 import CGData, read_cg
+from cgkd.io.atomic import atomic_path, write_text
+from cgkd.openmm.system import _as_artefact, create_system
+
+#: Fraction of the smallest AA (mapped) distance per type pair below which a CG pair counts as collapsed.
+MIN_DISTANCE_FACTOR = 0.8
+#: Runaway: potential energy per bead rising more than this many kT above its initial value.
+RUNAWAY_KT_PER_BEAD = 20.0
+
+
+def _pair_distances(pos: np.ndarray, box: Optional[np.ndarray]) -> np.ndarray:
+    """All i<j minimum-image distances (nm) of one frame; (N*(N-1)/2,) float64."""
+    i, j = np.triu_indices(len(pos), k=1)
+    d = pos[j] - pos[i]
+    if box is not None:
+        frac = d @ np.linalg.inv(box)
+        d = (frac - np.round(frac)) @ box
+    return np.sqrt(np.einsum("ij,ij->i", d, d))
+
+
+def min_pair_distances(positions: np.ndarray, box: Optional[np.ndarray], types: np.ndarray, n_types: int,
+                       max_frames: int = 20) -> np.ndarray:
+    """Smallest distance per bead-type pair over (up to ``max_frames`` evenly spaced) frames.
+
+    Parameters
+    ----------
+    positions : np.ndarray, shape=(F, N, 3), nm
+    box : np.ndarray or None, shape=(F, 3, 3), nm
+    types : np.ndarray, shape=(N,), int
+    n_types : int
+
+    Returns
+    -------
+    np.ndarray, shape=(n_types, n_types), float64, nm; ``inf`` for pairs that never occur.
+    """
+    out = np.full((n_types, n_types), np.inf)
+    i, j = np.triu_indices(positions.shape[1], k=1)
+    ti, tj = types[i], types[j]
+    frames = np.unique(np.linspace(0, len(positions) - 1, min(max_frames, len(positions))).astype(int))
+    for f in frames:
+        d = _pair_distances(np.asarray(positions[f], dtype=np.float64), None if box is None else np.asarray(box[f], float))
+        np.minimum.at(out, (ti, tj), d)
+        np.minimum.at(out, (tj, ti), d)
+    return out
+
+
+def _write_system_json(path: Path, data: CGData) -> None:
+    info = {
+        "type_names": list(data.type_names),
+        "types": data.types.tolist(),
+        "bead_names": list(data.bead_names),
+        "masses": data.masses.tolist(),
+        "bead_residue": data.bead_residue.tolist(),
+        "residue_names": list(data.residue_names),
+        "bonds": data.bonds.tolist(),
+        "temperature": float(data.temperature),
+    }
+    write_text(path, json.dumps(info, indent=1))
+
+
+def _check(energy: float, forces: np.ndarray, pos: np.ndarray, box, types, threshold, e0: float, n: int, kt: float):
+    """None if the frame is fine, else the reason it is not."""
+    if not np.isfinite(energy):
+        return "non-finite potential energy"
+    if not np.all(np.isfinite(forces)) or not np.all(np.isfinite(pos)):
+        return "non-finite forces or positions"
+    if (energy - e0) / n > RUNAWAY_KT_PER_BEAD * kt:
+        return f"runaway energy ({(energy - e0) / n / kt:.1f} kT per bead above the start)"
+    if threshold is not None:
+        i, j = np.triu_indices(n, k=1)
+        d = _pair_distances(pos, box)
+        bad = d < threshold[types[i], types[j]]
+        if np.any(bad):
+            k = int(np.argmax(bad))
+            return f"beads {i[k]} and {j[k]} at {d[k]:.3f} nm, closer than {threshold[types[i[k]], types[j[k]]]:.3f} nm"
+    return None
+
+
+def run_cg_md(
+    artefact,
+    cg_data_or_start_frames,
+    out_dir,
+    *,
+    n_replicas: int = 4,
+    steps: int = 10000,
+    timestep: float = 0.004,
+    friction: float = 1.0,
+    temperature: Optional[float] = None,
+    report_interval: int = 100,
+    backend: Optional[str] = None,
+    platform: Optional[str] = None,
+    seed: int = 0,
+    min_distance=None,
+    progress: bool = True,
+) -> dict:
+    """Run ``n_replicas`` independent CG Langevin trajectories from mapped AA frames.
+
+    Parameters
+    ----------
+    artefact : str, Path or (module, metadata)
+        Exported potential.
+    cg_data_or_start_frames : CGData or str or Path
+        Mapped AA data (a ``cgkd-cg`` file or object); replica k starts from frame
+        ``round(k * (F - 1) / max(n_replicas - 1, 1))`` with that frame's box, masses and types.
+    out_dir : str or Path
+    n_replicas : int
+    steps : int
+        MD steps per replica.
+    timestep : float, ps
+    friction : float, 1/ps
+    temperature : float, K, optional
+        Default: the CG data's temperature.
+    report_interval : int
+        Steps between saved frames and stability checks.
+    backend : {"torch", "python", None}
+    platform : str, optional
+        OpenMM platform name (default: OpenMM's fastest).
+    seed : int
+        Replica k uses seed + k for velocities and the integrator.
+    min_distance : float or np.ndarray (n_types, n_types), nm, optional
+        Collapse threshold; default ``MIN_DISTANCE_FACTOR`` x the smallest mapped-AA distance per
+        type pair. ``0`` switches the check off.
+    progress : bool
+        Show a tqdm bar per replica.
+
+    Returns
+    -------
+    dict
+        The summary also written to ``out_dir/summary.json``.
+    """
+    data = read_cg(cg_data_or_start_frames) if isinstance(cg_data_or_start_frames, (str, Path)) else cg_data_or_start_frames
+    if not isinstance(data, CGData):
+        raise ValueError(f"cg_data_or_start_frames must be a CGData or a CG dataset path, got {type(data).__name__}")
+    for name, value in (("n_replicas", n_replicas), ("steps", steps), ("report_interval", report_interval)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    timestep = float(units.strip(timestep, units.TIME, "timestep"))
+    friction = float(units.strip(friction, 1 / units.TIME, "friction"))
+    if not timestep > 0:
+        raise ValueError(f"timestep must be positive (ps), got {timestep}")
+    if friction < 0:
+        raise ValueError(f"friction must be >= 0 (1/ps), got {friction}")
+    temperature = float(units.strip(temperature if temperature is not None else data.temperature, units.TEMPERATURE, "temperature"))
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive (K), got {temperature}")
+    module, metadata = _as_artefact(artefact)
+    names = list(metadata["type_names"])
+    missing = sorted(set(data.type_names) - set(names))
+    if missing:
+        raise ValueError(f"the CG data has bead types {missing} that the potential does not know ({names})")
+    types = np.array([names.index(data.type_names[t]) for t in data.types], dtype=np.int64)
+    n = data.n_beads
+    n_types = len(names)
+    if min_distance is None:
+        aa_min = min_pair_distances(data.positions, data.box, types, n_types)
+        threshold = MIN_DISTANCE_FACTOR * np.where(np.isfinite(aa_min), aa_min, 0.0)
+    else:
+        threshold = np.broadcast_to(np.asarray(min_distance, dtype=np.float64), (n_types, n_types)).copy()
+    if not np.any(threshold > 0):
+        threshold = None
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    topology = data.topology()
+    _write_system_json(out / "system.json", data)
+    with atomic_path(out / "topology.pdb", suffix=".pdb") as tmp, open(tmp, "w") as fh:
+        app.PDBFile.writeFile(topology, data.positions[0].astype(float) * u.nanometer, fh)
+
+    kt = units.kbt(temperature)
+    system = create_system((module, metadata), topology, types=types, masses=data.masses, backend=backend,
+                           box=None if data.box is None else data.box[0])
+    plat = None if platform is None else openmm.Platform.getPlatformByName(platform)
+    starts = np.round(np.linspace(0, data.n_frames - 1, n_replicas)).astype(int) if n_replicas > 1 else np.array([0])
+    replicas = []
+    for k in range(n_replicas):
+        replicas.append(_run_replica(k, system, topology, data, int(starts[k]), types, threshold, out, steps=steps,
+                                     timestep=timestep, friction=friction, temperature=temperature, kt=kt,
+                                     report_interval=report_interval, platform=plat, seed=seed + k, progress=progress))
+    total_steps = sum(r["steps_done"] for r in replicas)
+    total_wall = sum(r["wall_s"] for r in replicas)
+    summary = {
+        "n_replicas": n_replicas,
+        "survived": sum(r["survived"] for r in replicas),
+        "steps": steps,
+        "timestep_ps": timestep,
+        "friction_per_ps": friction,
+        "temperature_K": temperature,
+        "report_interval": report_interval,
+        "n_beads": n,
+        "backend": backend or ("torch" if "torch" in system.getForce(0).getName() else "python"),
+        "platform": replicas[0]["platform"],
+        "dtype": metadata["dtype"],
+        "min_distance_nm": None if threshold is None else threshold.tolist(),
+        "steps_per_s": total_steps / total_wall if total_wall > 0 else None,
+        "ns_per_day": total_steps * timestep * 1e-3 / total_wall * 86400.0 if total_wall > 0 else None,
+        "replicas": replicas,
+    }
+    write_text(out / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def _run_replica(k, system, topology, data, start, types, threshold, out, *, steps, timestep, friction, temperature,
+                 kt, report_interval, platform, seed, progress) -> dict:
+    from tqdm.auto import tqdm
+
+    integrator = openmm.LangevinMiddleIntegrator(temperature * u.kelvin, friction / u.picosecond, timestep * u.picosecond)
+    integrator.setRandomNumberSeed(seed)
+    ctx = openmm.Context(system, integrator) if platform is None else openmm.Context(system, integrator, platform)
+    box = None if data.box is None else np.asarray(data.box[start], dtype=np.float64)
+    if box is not None:
+        ctx.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
+    ctx.setPositions(data.positions[start].astype(np.float64) * u.nanometer)
+    ctx.setVelocitiesToTemperature(temperature * u.kelvin, seed)
+    n = data.n_beads
+    dof = 3 * n - 3 if system.getNumConstraints() == 0 else 3 * n - system.getNumConstraints() - 3
+    state = ctx.getState(getEnergy=True, getPositions=True)
+    e0 = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+    record = {"replica": k, "start_frame": start, "seed": seed, "platform": ctx.getPlatform().getName(),
+              "initial_energy_kJ_mol": e0, "survived": True, "failure": None, "time_to_failure_ps": None}
+    dcd_path, csv_path = out / f"replica_{k}.dcd", out / f"replica_{k}_energy.csv"
+    last_good = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
+    done = 0
+    t0 = time.perf_counter()
+    with open(dcd_path, "wb") as dcd_fh, open(csv_path, "w", newline="") as csv_fh:
+        dcd = app.DCDFile(dcd_fh, topology, timestep * u.picosecond, 0, report_interval)
+        writer = csv.writer(csv_fh)
+        writer.writerow(["step", "time_ps", "potential_kJ_mol", "kinetic_kJ_mol", "temperature_K"])
+        bar = tqdm(total=steps, desc=f"replica {k}", disable=not progress, leave=False)
+        if not np.isfinite(e0):
+            record.update(survived=False, failure="non-finite potential energy at the start frame", time_to_failure_ps=0.0)
+        while record["survived"] and done < steps:
+            chunk = min(report_interval, steps - done)
+            try:
+                integrator.step(chunk)
+            except openmm.OpenMMException as exc:  # e.g. "Particle coordinate is NaN"
+                record.update(survived=False, failure=f"OpenMM error: {exc}", time_to_failure_ps=(done + chunk) * timestep)
+                break
+            state = ctx.getState(getEnergy=True, getPositions=True, getForces=True)
+            pos = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
+            epot = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+            ekin = state.getKineticEnergy().value_in_unit(u.kilojoule_per_mole)
+            forces = state.getForces(asNumpy=True).value_in_unit(units.FORCE)
+            cur_box = None if box is None else state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)
+            reason = _check(epot, forces, pos, cur_box, types, threshold, e0, n, kt)
+            if reason is not None:
+                record.update(survived=False, failure=reason, time_to_failure_ps=(done + chunk) * timestep)
+                break
+            done += chunk
+            bar.update(chunk)
+            last_good = pos
+            dcd.writeModel(pos * u.nanometer, periodicBoxVectors=None if cur_box is None else cur_box * u.nanometer)
+            writer.writerow([done, done * timestep, epot, ekin, 2 * ekin / (dof * units.KB)])
+        bar.close()
+    wall = time.perf_counter() - t0
+    with atomic_path(out / f"replica_{k}_last_good.pdb", suffix=".pdb") as tmp, open(tmp, "w") as fh:
+        app.PDBFile.writeFile(topology, np.asarray(last_good) * u.nanometer, fh)
+    record.update(
+        steps_done=done,
+        simulated_ps=done * timestep,
+        wall_s=wall,
+        steps_per_s=done / wall if wall > 0 else None,
+        ns_per_day=done * timestep * 1e-3 / wall * 86400.0 if wall > 0 else None,
+        trajectory=dcd_path.name,
+        energies=csv_path.name,
+    )
+    del ctx, integrator
+    return record

@@ -1,0 +1,113 @@
+"""CG MD: replicas from mapped frames, outputs readable by mdtraj, stability detection, thermostat."""
+
+import csv
+import json
+
+import mdtraj
+import numpy as np
+import pytest
+
+from cgkd.data.cg_h5 import CGData, write_cg
+from cgkd.export import LennardJonesPair, export_potential
+from cgkd.openmm.md import min_pair_distances, run_cg_md
+
+TYPES = ["A", "B"]
+L = 2.4
+
+
+def _data(n_frames=3, bad_frame=None):
+    g = np.stack(np.meshgrid(*[np.arange(4)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    rng = np.random.default_rng(0)
+    pos = np.stack([(g + 0.5) * L / 4 + rng.normal(scale=0.02, size=g.shape) for _ in range(n_frames)])
+    if bad_frame is not None:
+        pos[bad_frame, 1] = pos[bad_frame, 0]  # two beads on top of each other: infinite energy
+    n = g.shape[0]
+    return CGData(positions=pos, forces=np.zeros_like(pos), box=np.tile(np.eye(3) * L, (n_frames, 1, 1)),
+                  types=np.arange(n) % 2, type_names=TYPES, bead_names=["A", "B"] * (n // 2),
+                  masses=np.where(np.arange(n) % 2, 60.0, 40.0), bead_residue=np.arange(n),
+                  residue_names=["M"] * n, bonds=np.zeros((0, 2)), temperature=300.0)
+
+
+@pytest.fixture
+def artefact(tmp_path):
+    pot = LennardJonesPair(TYPES, [[0.40, 0.45], [0.45, 0.50]], [[1.0, 1.5], [1.5, 2.0]], cutoff=0.9)
+    path = tmp_path / "m.pt"
+    export_potential(pot, path, type_names=TYPES, type_masses=[40.0, 60.0], cutoff=0.9, periodic=True)
+    return path
+
+
+def test_replicas_run_and_write_readable_outputs(tmp_path, artefact):
+    write_cg(tmp_path / "cg.h5", _data())
+    out = tmp_path / "run"
+    summary = run_cg_md(artefact, tmp_path / "cg.h5", out, n_replicas=2, steps=200, report_interval=50,
+                        timestep=0.004, friction=5.0, backend="torch", platform="CPU", seed=3, min_distance=0.25,
+                        progress=False)
+    assert summary["survived"] == 2 and summary["ns_per_day"] > 0
+    assert [r["start_frame"] for r in summary["replicas"]] == [0, 2]
+    assert json.loads((out / "summary.json").read_text())["survived"] == 2
+    for k in range(2):
+        traj = mdtraj.load(out / f"replica_{k}.dcd", top=out / "topology.pdb")
+        assert traj.n_frames == 4 and traj.n_atoms == 64
+        np.testing.assert_allclose(traj.unitcell_lengths, L, rtol=1e-5)
+        rows = list(csv.DictReader(open(out / f"replica_{k}_energy.csv")))
+        assert [int(r["step"]) for r in rows] == [50, 100, 150, 200]
+        assert all(np.isfinite(float(r["potential_kJ_mol"])) for r in rows)
+    # different seeds and start frames give different trajectories
+    a = mdtraj.load(out / "replica_0.dcd", top=out / "topology.pdb").xyz
+    b = mdtraj.load(out / "replica_1.dcd", top=out / "topology.pdb").xyz
+    assert np.abs(a - b).max() > 1e-3
+    info = json.loads((out / "system.json").read_text())
+    assert info["types"] == [0, 1] * 32 and info["type_names"] == TYPES
+
+
+def test_failing_replica_stops_and_others_go_on(tmp_path, artefact):
+    out = tmp_path / "run"
+    summary = run_cg_md(artefact, _data(n_frames=2, bad_frame=1), out, n_replicas=2, steps=100, report_interval=20,
+                        backend="python", platform="Reference", min_distance=0.25, progress=False)
+    good, bad = summary["replicas"]
+    assert good["survived"] and good["steps_done"] == 100
+    assert not bad["survived"] and bad["time_to_failure_ps"] is not None and bad["steps_done"] < 100
+    assert bad["failure"]
+    traj = mdtraj.load(out / "replica_1_last_good.pdb")
+    assert np.all(np.isfinite(traj.xyz))
+
+
+def test_collapse_threshold_from_aa_data(tmp_path, artefact):
+    data = _data()
+    dmin = min_pair_distances(data.positions, data.box, data.types, 2)
+    assert dmin.shape == (2, 2) and np.allclose(dmin, dmin.T)
+    # lattice spacing L/4 = 0.6 nm, 0.02 nm noise per coordinate: the closest pairs sit a little below 0.6
+    assert np.all((dmin > 0.45) & (dmin < 0.6))
+    # a threshold above any distance the liquid can reach makes every replica fail at the first check
+    summary = run_cg_md(artefact, data, tmp_path / "run", n_replicas=1, steps=40, report_interval=20,
+                        min_distance=5.0, backend="python", platform="Reference", progress=False)
+    r = summary["replicas"][0]
+    assert not r["survived"] and "closer than" in r["failure"] and r["time_to_failure_ps"] == pytest.approx(0.08)
+
+
+def test_langevin_temperature(tmp_path, artefact):
+    summary = run_cg_md(artefact, _data(n_frames=1), tmp_path / "run", n_replicas=1, steps=3000, report_interval=10,
+                        friction=10.0, temperature=250.0, backend="torch", platform="CPU", min_distance=0.25,
+                        progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "replica_0_energy.csv")))
+    temps = np.array([float(r["temperature_K"]) for r in rows[50:]])
+    assert summary["survived"] == 1
+    # 64 beads: instantaneous T fluctuates by ~sqrt(2/189) ~ 10 %; the mean of 250 samples is within a few %
+    assert temps.mean() == pytest.approx(250.0, rel=0.06)
+
+
+def test_bad_arguments(tmp_path, artefact):
+    data = _data()
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        run_cg_md(artefact, data, tmp_path, steps=0, progress=False)
+    with pytest.raises(ValueError, match="timestep must be positive"):
+        run_cg_md(artefact, data, tmp_path, steps=10, timestep=-1.0, progress=False)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        run_cg_md(artefact, data, tmp_path, steps=10, temperature=0.0, progress=False)
+    with pytest.raises(ValueError, match="cg_data_or_start_frames"):
+        run_cg_md(artefact, np.zeros((1, 2, 3)), tmp_path, steps=10, progress=False)
+    with pytest.raises(FileNotFoundError):
+        run_cg_md(artefact, tmp_path / "missing.h5", tmp_path, steps=10, progress=False)
+    data.type_names = ["A", "C"]
+    with pytest.raises(ValueError, match="does not know"):
+        run_cg_md(artefact, data, tmp_path, steps=10, progress=False)
