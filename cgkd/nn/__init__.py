@@ -1,0 +1,25 @@
+"""CG neural-network potentials: neighbour lists, architectures, priors and :class:`CGPotential`.
+
+Layer ``nn`` imports from ``units``, ``io``, ``registry``, ``keys`` and ``data`` only; ``train``,
+``kd``, ``export`` and above import from here. Importing this package registers the built-in
+architectures ("hipnn", "painn") and priors.
+"""
+
+from cgkd.nn.base import ARCHITECTURES, PRIORS, build_model, energy_scale_from_forces
+from cgkd.nn import hipnn, painn  # noqa: F401  (registration)
+from cgkd.nn.hipnn import HIPNN, HIPNNConfig
+from cgkd.nn.painn import PaiNN, PaiNNConfig
+from cgkd.nn.neighbors import batch_neighbor_list, neighbor_list
+
+__all__ = [
+    "ARCHITECTURES",
+    "PRIORS",
+    "build_model",
+    "energy_scale_from_forces",
+    "HIPNN",
+    "HIPNNConfig",
+    "PaiNN",
+    "PaiNNConfig",
+    "neighbor_list",
+    "batch_neighbor_list",
+]

@@ -1,0 +1,164 @@
+"""HIP-NN-like invariant message passing (Lubbers, Smith & Barros, J. Chem. Phys. 148, 241715 (2018)).
+
+Type embedding (one-hot -> linear), Gaussian radial sensitivities times a cosine cutoff, several
+interaction layers each followed by residual atom (MLP) layers, and HIP-NN's hierarchical energy:
+every layer (the embedding included) has its own linear energy head and the per-bead energy is
+the sum of all heads. The interaction message is factorised SchNet-style,
+``m_ij = (W_s s(r_ij) f_c(r_ij)) * (W_z z_j)``; with ``tensor_order`` 1 or 2 the l=1 (``r_hat``)
+and l=2 (traceless ``r_hat r_hat^T``) sensitivities of HIP-NN-TS add the squared norms of the
+summed vector/tensor messages to the invariant update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict
+
+import torch
+from torch import Tensor, nn
+
+from cgkd import keys
+from cgkd.nn.base import ARCHITECTURES, TypeScaleShift, one_hot
+from cgkd.nn.radial import CosineCutoff, GaussianBasis, activation
+
+
+@dataclass(frozen=True)
+class HIPNNConfig:
+    """Hyperparameters of :class:`HIPNN`.
+
+    cutoff : nm; n_features : hidden width H; n_interactions : interaction layers;
+    n_atom_layers : residual MLP layers after each interaction; n_radial : Gaussian sensitivities;
+    r_min : first Gaussian centre, nm; activation : silu/tanh/softplus/gelu;
+    tensor_order : 0 (invariant), 1 (+ l=1) or 2 (+ l=1, l=2); energy_scale : kJ/mol.
+    """
+
+    cutoff: float = 0.8
+    n_features: int = 64
+    n_interactions: int = 2
+    n_atom_layers: int = 2
+    n_radial: int = 16
+    r_min: float = 0.1
+    activation: str = "silu"
+    tensor_order: int = 0
+    energy_scale: float = 1.0
+
+    def __post_init__(self):
+        if not self.cutoff > 0:
+            raise ValueError(f"cutoff must be positive (nm), got {self.cutoff}")
+        for name in ("n_features", "n_interactions", "n_radial"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_atom_layers < 0:
+            raise ValueError(f"n_atom_layers must be >= 0, got {self.n_atom_layers}")
+        if self.tensor_order not in (0, 1, 2):
+            raise ValueError(f"tensor_order must be 0, 1 or 2, got {self.tensor_order}")
+
+
+class HIPInteraction(nn.Module):
+    """One interaction layer: invariant (and optional l=1, l=2 tensor) messages summed on centres."""
+
+    def __init__(self, n_in: int, n_out: int, n_radial: int, tensor_order: int):
+        super().__init__()
+        n_channels = n_out * (1 + tensor_order)
+        self.n_out = n_out
+        self.tensor_order = tensor_order
+        self.radial = nn.Linear(n_radial, n_channels)
+        self.neighbour = nn.Linear(n_in, n_channels, bias=False)
+        self.self_term = nn.Linear(n_in, n_out)
+
+    def forward(self, z: Tensor, rbf: Tensor, fcut: Tensor, unit: Tensor, edge_index: Tensor):
+        i = edge_index[0]
+        j = edge_index[1]
+        n = z.size(0)
+        h = self.n_out
+        w = self.radial(rbf) * fcut.unsqueeze(-1) * self.neighbour(z)[j]  # (E, C)
+        m0 = w[:, :h]
+        out = self.self_term(z) + torch.zeros(n, h, dtype=z.dtype, device=z.device).index_add(0, i, m0)
+        if self.tensor_order >= 1:
+            w1 = w[:, h : 2 * h]
+            v = torch.zeros(n, 3, h, dtype=z.dtype, device=z.device)
+            v = v.index_add(0, i, unit.unsqueeze(-1) * w1.unsqueeze(1))
+            out = out + (v * v).sum(1)
+        if self.tensor_order >= 2:
+            w2 = w[:, 2 * h : 3 * h]
+            eye = torch.eye(3, dtype=z.dtype, device=z.device).reshape(1, 9)
+            q = (unit.unsqueeze(2) * unit.unsqueeze(1)).reshape(-1, 9) - eye / 3.0  # (E, 9)
+            t = torch.zeros(n, 9, h, dtype=z.dtype, device=z.device)
+            t = t.index_add(0, i, q.unsqueeze(-1) * w2.unsqueeze(1))
+            out = out + (t * t).sum(1)
+        return out, m0
+
+
+class HIPBlock(nn.Module):
+    """Interaction, residual atom layers and this layer's energy head."""
+
+    def __init__(self, h: int, n_radial: int, tensor_order: int, n_atom_layers: int, act: nn.Module):
+        super().__init__()
+        self.interaction = HIPInteraction(h, h, n_radial, tensor_order)
+        self.atom_layers = nn.ModuleList([nn.Linear(h, h) for _ in range(n_atom_layers)])
+        self.head = nn.Linear(h, 1)
+        self.act = act
+
+    def forward(self, z: Tensor, rbf: Tensor, fcut: Tensor, unit: Tensor, edge_index: Tensor):
+        out, edge_features = self.interaction(z, rbf, fcut, unit, edge_index)
+        z = self.act(out)
+        for lin in self.atom_layers:
+            z = z + self.act(lin(z))
+        return z, self.head(z).squeeze(-1), edge_features
+
+
+@ARCHITECTURES.register("hipnn")
+class HIPNN(nn.Module):
+    """HIP-NN-like invariant CG potential; see the module docstring.
+
+    ``forward`` follows docs/design.md ("Models") and returns NODE_ENERGY (N,) kJ/mol,
+    NODE_FEATURES (N, H) and EDGE_FEATURES (E, H) (messages of the last interaction).
+    """
+
+    config_class = HIPNNConfig
+    presets: Dict[str, HIPNNConfig] = {
+        "small": HIPNNConfig(n_features=16, n_interactions=1, n_atom_layers=1, n_radial=8),
+        "large": HIPNNConfig(n_features=64, n_interactions=3, n_atom_layers=2, n_radial=16, tensor_order=1),
+    }
+
+    def __init__(self, config: HIPNNConfig, n_types: int):
+        super().__init__()
+        self.config = config
+        self.n_types = n_types
+        self.cutoff = float(config.cutoff)
+        h = config.n_features
+        self.embedding = nn.Linear(n_types, h, bias=False)
+        self.rbf = GaussianBasis(config.n_radial, config.cutoff, config.r_min)
+        self.fcut = CosineCutoff(config.cutoff)
+        self.act = activation(config.activation)
+        self.head0 = nn.Linear(h, 1)
+        self.blocks = nn.ModuleList(
+            [
+                HIPBlock(h, config.n_radial, config.tensor_order, config.n_atom_layers, self.act)
+                for _ in range(config.n_interactions)
+            ]
+        )
+        self.scale_shift = TypeScaleShift(n_types, config.energy_scale)
+
+    def set_energy_scale(self, value: float) -> None:
+        """Set the global energy scale, kJ/mol (see :mod:`cgkd.nn.base`)."""
+        if not value > 0:
+            raise ValueError(f"energy scale must be positive (kJ/mol), got {value}")
+        self.scale_shift.energy_scale.fill_(float(value))
+
+    def forward(
+        self, positions: Tensor, types: Tensor, edge_index: Tensor, edge_shifts: Tensor, batch: Tensor, n_graphs: int
+    ) -> Dict[str, Tensor]:
+        vec = positions[edge_index[1]] - positions[edge_index[0]] + edge_shifts
+        r = torch.sqrt((vec * vec).sum(-1))
+        unit = vec / r.unsqueeze(-1)
+        rbf = self.rbf(r)
+        fcut = self.fcut(r)
+        z = self.embedding(one_hot(types, self.n_types, positions.dtype))
+        e = self.head0(z).squeeze(-1)
+        edge_features = torch.zeros(edge_index.size(1), z.size(1), dtype=z.dtype, device=z.device)
+        for block in self.blocks:
+            z, e_layer, edge_features = block(z, rbf, fcut, unit, edge_index)
+            e = e + e_layer
+        node_energy = self.scale_shift(e, types)
+        return {keys.NODE_ENERGY: node_energy, keys.NODE_FEATURES: z, keys.EDGE_FEATURES: edge_features}
