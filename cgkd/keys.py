@@ -20,6 +20,7 @@ LABELS = "labels"
 MEAN_FORCES = "mean_forces"  # (F, B, 3) float32 kJ/mol/nm, ensemble mean
 MEMBER_FORCES = "member_forces"  # (M, F, B, 3) float32 kJ/mol/nm
 MEAN_NODE_ENERGY = "mean_node_energy"  # (F, B) float32 kJ/mol, ensemble mean per-bead energy
+MEMBER_NODE_ENERGY = "member_node_energy"  # (M, F, B) float32 kJ/mol, per-bead energy per member
 MEMBER_ENERGY = "member_energy"  # (M, F) float64 kJ/mol, total energy per member
 MEAN_ENERGY = "mean_energy"  # (F,) float64 kJ/mol
 FORCE_STD = "force_std"  # (F, B) float32 kJ/mol/nm, per-bead std of member forces (norm over xyz)
