@@ -85,12 +85,15 @@ class ForceMap:
 def crossing_constraints(mapping, constraints) -> np.ndarray:
     """Constraints whose two atoms do not belong to exactly the same beads, shape=(n, 2), int64."""
     c = checks.check_constraints(constraints, mapping.n_atoms)
-    member = (mapping.position_matrix != 0).tocsc().astype(np.int8)
-    out = []
-    for i, j in c:
-        if (member[:, i] != member[:, j]).nnz:
-            out.append((i, j))
-    return np.asarray(out, dtype=np.int64).reshape(-1, 2)
+    member = mapping.membership_matrix.tocsc()
+    member.sort_indices()
+    ids: Dict[Tuple[int, ...], int] = {}
+    sig = np.asarray(
+        [ids.setdefault(tuple(member.indices[member.indptr[a]:member.indptr[a + 1]].tolist()), len(ids))
+         for a in range(mapping.n_atoms)],
+        dtype=np.int64,
+    )
+    return c[sig[c[:, 0]] != sig[c[:, 1]]].reshape(-1, 2)
 
 
 @FORCE_MAPS.register("basic")
@@ -107,7 +110,7 @@ class BasicForceMap(ForceMap):
         regularization: float = 0.0,
         pool: bool = True,
     ) -> "BasicForceMap":
-        if mapping.allow_overlap and np.any(np.asarray((mapping.position_matrix != 0).sum(axis=0)) > 1):
+        if mapping.allow_overlap and np.any(np.asarray(mapping.membership_matrix.sum(axis=0)) > 1):
             raise ValueError(
                 "the basic force map needs beads that share no atoms (summing shared atoms breaks consistency); "
                 "use the 'optimal' force map for overlapping beads"
@@ -120,8 +123,7 @@ class BasicForceMap(ForceMap):
                 "Use the 'optimal' force map, or pass allow_constraint_crossing=True "
                 "(--allow-constraint-crossing) to accept the bias"
             )
-        m = (mapping.position_matrix != 0).astype(np.float64)
-        return cls("basic", m)
+        return cls("basic", mapping.membership_matrix)
 
 
 @FORCE_MAPS.register("optimal")

@@ -151,6 +151,16 @@ class Mapping:
             self._matrix = sp.csr_matrix((vals, (rows, cols)), shape=(self.n_beads, self.n_atoms))
         return self._matrix
 
+    @property
+    def membership_matrix(self) -> sp.csr_matrix:
+        """scipy.sparse.csr_matrix, shape=(n_beads, n_atoms), float64: 1 where the atom belongs to the bead.
+
+        Unlike ``position_matrix`` it also marks atoms of zero position weight (massless sites).
+        """
+        rows = np.concatenate([np.full(len(a), b) for b, a in enumerate(self.bead_atoms)])
+        cols = np.concatenate(self.bead_atoms)
+        return sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(self.n_beads, self.n_atoms))
+
     # ------------------------------------------------------------------ applying the map
     def make_whole(self, xyz, box=None) -> np.ndarray:
         """Atom positions with every molecule made whole (minimum-image steps along its bond graph).

@@ -229,3 +229,15 @@ def test_force_map_dict_round_trip():
     fm = m.force_map("optimal", forces=f)
     back = ForceMap.from_dict(fm.to_dict())
     np.testing.assert_allclose(back.apply(f), fm.apply(f), atol=1e-9)
+
+
+def test_massless_site_keeps_its_force_in_basic_and_optimal_is_consistent():
+    # a zero-mass site (virtual-site-like) has zero position weight but its force must still be mapped
+    rng = np.random.default_rng(9)
+    m = Mapping.from_groups(chain_topology(1, 4), [[0, 1], [2, 3]], masses=np.array([12.0, 0.0, 16.0, 1.0]))
+    assert m.position_matrix.toarray()[0, 1] == 0.0
+    f = rng.normal(0, 100, (20, 4, 3))
+    np.testing.assert_allclose(m.map_forces(f, "basic")[:, 0], f[:, 0] + f[:, 1], atol=1e-9)
+    _, g, _ = gaussian_chain(300, rng)
+    fm = m.force_map("optimal", forces=g)
+    np.testing.assert_allclose(fm.matrix.toarray() @ m.position_matrix.toarray().T, np.eye(2), atol=1e-10)
