@@ -1,0 +1,164 @@
+"""Ensemble labels: every teacher member evaluated on every frame, written into the CG dataset.
+
+Written into the group ``labels`` of the CG file (names in :mod:`cgkd.keys`):
+
+=====================  ==============  =========  ===========================================
+name                   shape           dtype      meaning
+=====================  ==============  =========  ===========================================
+member_forces          (M, F, B, 3)    float32    kJ/mol/nm, forces of each member
+mean_forces            (F, B, 3)       float32    kJ/mol/nm, ensemble mean
+force_std              (F, B)          float32    kJ/mol/nm, sqrt(sum_m |F_m - F_mean|^2 / (M - 1))
+                                                  (the norm over xyz of the per-component spread;
+                                                  0 for M = 1)
+member_node_energy     (M, F, B)       float32    kJ/mol, per-bead (network) energy per member
+mean_node_energy       (F, B)          float32    kJ/mol, ensemble mean of the above
+member_energy          (M, F)          float64    kJ/mol, total energy (network + priors)
+mean_energy            (F,)            float64    kJ/mol
+=====================  ==============  =========  ===========================================
+
+The group's attributes record the teacher folder, its split and the member count.
+
+Atomicity: the whole CG file is copied to a temporary file in the same folder, the group is
+(re)written in the copy, and the copy is renamed over the original (``os.replace``). A crash
+leaves the original untouched; readers never see a half-written group.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from cgkd import keys
+from cgkd.data.cg_h5 import read_cg
+from cgkd.io.atomic import atomic_path
+from cgkd.kd.teachers import load_teachers, read_ensemble, read_split
+from cgkd.train.frames import frameset_from_cg
+from cgkd.train.trainer import model_outputs
+
+MEMBER_NODE_ENERGY = keys.MEMBER_NODE_ENERGY
+
+
+def predict(model, data, batch_size: int = 16, device: str = "cpu") -> Dict[str, np.ndarray]:
+    """Forces, per-bead energies and energies of ``model`` on every frame of ``data`` (CGData).
+
+    Returns
+    -------
+    dict with ``keys.FORCE`` (F, B, 3) float32 kJ/mol/nm, ``keys.NODE_ENERGY`` (F, B) float32 kJ/mol,
+    ``keys.ENERGY`` (F,) float64 kJ/mol
+    """
+    dtype = next(model.parameters()).dtype
+    model.to(device).eval()
+    frames = frameset_from_cg(data, dtype=dtype)
+    f, b = data.n_frames, data.n_beads
+    forces = np.zeros((f, b, 3), np.float32)
+    node = np.zeros((f, b), np.float32)
+    energy = np.zeros(f, np.float64)
+    for batch in frames.batches(np.arange(f), batch_size, device=device):
+        idx = batch["frame"].cpu().numpy()
+        with torch.enable_grad():
+            out = model_outputs(model, batch, need_forces=True, create_graph=False)
+        forces[idx] = out[keys.FORCE].detach().cpu().numpy().reshape(len(idx), b, 3)
+        node[idx] = out[keys.NODE_ENERGY].detach().cpu().numpy().reshape(len(idx), b)
+        energy[idx] = out[keys.ENERGY].detach().cpu().numpy()
+    return {keys.FORCE: forces, keys.NODE_ENERGY: node, keys.ENERGY: energy}
+
+
+def ensemble_predictions(cg_path: str | Path, teacher_dir: str | Path, batch_size: int = 16, device: str = "cpu") -> Dict[str, np.ndarray]:
+    """All label arrays (see the module docstring) computed from the finished teachers."""
+    data = read_cg(cg_path)
+    preds = [predict(t, data, batch_size, device) for t in load_teachers(teacher_dir)]
+    mf = np.stack([p[keys.FORCE] for p in preds])
+    mn = np.stack([p[keys.NODE_ENERGY] for p in preds])
+    me = np.stack([p[keys.ENERGY] for p in preds])
+    mean_f = mf.mean(0)
+    m = mf.shape[0]
+    std = np.sqrt(((mf - mean_f) ** 2).sum(-1).sum(0) / max(m - 1, 1)) if m > 1 else np.zeros(mean_f.shape[:2])
+    return {
+        keys.MEMBER_FORCES: mf.astype(np.float32),
+        keys.MEAN_FORCES: mean_f.astype(np.float32),
+        keys.FORCE_STD: std.astype(np.float32),
+        MEMBER_NODE_ENERGY: mn.astype(np.float32),
+        keys.MEAN_NODE_ENERGY: mn.mean(0).astype(np.float32),
+        keys.MEMBER_ENERGY: me.astype(np.float64),
+        keys.MEAN_ENERGY: me.mean(0).astype(np.float64),
+    }
+
+
+def make_labels(cg_path: str | Path, teacher_dir: str | Path, batch_size: int = 16, device: str = "cpu") -> Path:
+    """Evaluate every teacher member on every frame and write the group ``labels`` into ``cg_path``
+    atomically (see the module docstring). An existing group is replaced. Returns ``cg_path``."""
+    cg_path = Path(cg_path)
+    if not cg_path.is_file():
+        raise FileNotFoundError(f"cg_path {str(cg_path)!r} does not exist")
+    labels = ensemble_predictions(cg_path, teacher_dir, batch_size, device)
+    ens = read_ensemble(teacher_dir)
+    split = read_split(teacher_dir)
+    with atomic_path(cg_path, suffix=".h5") as tmp:
+        shutil.copyfile(cg_path, tmp)
+        with h5py.File(tmp, "r+") as h5:
+            if keys.LABELS in h5:
+                del h5[keys.LABELS]
+            grp = h5.create_group(keys.LABELS)
+            for name, arr in labels.items():
+                grp.create_dataset(name, data=arr)
+            grp.attrs["teacher_dir"] = str(Path(teacher_dir).resolve())
+            grp.attrs["n_members"] = int(ens["n_members"])
+            grp.attrs["arch"] = ens["arch"]
+            grp.attrs["preset"] = json.dumps(ens["preset"])
+            grp.attrs["split"] = json.dumps(split)
+    return cg_path
+
+
+def read_labels(cg_path: str | Path, names: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+    """The arrays of the group ``labels`` (all, or ``names``) plus ``"attrs"`` (dict)."""
+    cg_path = Path(cg_path)
+    if not cg_path.is_file():
+        raise FileNotFoundError(f"cg_path {str(cg_path)!r} does not exist")
+    with h5py.File(cg_path, "r") as h5:
+        if keys.LABELS not in h5:
+            raise ValueError(f"{cg_path} has no group {keys.LABELS!r}; run make_labels (cgkd distill does) first")
+        grp = h5[keys.LABELS]
+        names = list(grp.keys()) if names is None else list(names)
+        missing = [n for n in names if n not in grp]
+        if missing:
+            raise ValueError(f"{cg_path} labels lack {missing}; they hold {sorted(grp.keys())}")
+        out = {n: grp[n][()] for n in names}
+        out["attrs"] = dict(grp.attrs)
+    return out
+
+
+def force_rmse(pred: np.ndarray, ref: np.ndarray) -> float:
+    """RMS of the force component differences, kJ/mol/nm (arrays of shape (..., 3))."""
+    d = np.asarray(pred, np.float64) - np.asarray(ref, np.float64)
+    return float(np.sqrt(np.mean(d * d)))
+
+
+def ensemble_errors(cg_path: str | Path, teacher_dir: str | Path, frames: str = "test") -> dict:
+    """Force RMSE (kJ/mol/nm) of each member and of the ensemble mean against the mapped forces on
+    the split's ``frames`` ("train", "val" or "test"); needs the labels (:func:`make_labels`)."""
+    split = read_split(teacher_dir)
+    if frames not in split:
+        raise ValueError(f"frames must be one of {sorted(split)}, got {frames!r}")
+    idx = np.asarray(split[frames], dtype=np.int64)
+    if len(idx) == 0:
+        raise ValueError(f"the {frames!r} split of {teacher_dir} is empty")
+    data = read_cg(cg_path)
+    lab = read_labels(cg_path, [keys.MEMBER_FORCES, keys.MEAN_FORCES, keys.FORCE_STD])
+    ref = data.forces[idx]
+    return {
+        "frames": frames,
+        "n_frames": int(len(idx)),
+        "member_rmse": [force_rmse(mf[idx], ref) for mf in lab[keys.MEMBER_FORCES]],
+        "mean_rmse": force_rmse(lab[keys.MEAN_FORCES][idx], ref),
+        "mean_force_std": float(np.mean(lab[keys.FORCE_STD][idx])),
+        "mapped_force_rms": float(np.sqrt(np.mean(ref.astype(np.float64) ** 2))),
+    }
+
+
+__all__ = ["make_labels", "read_labels", "predict", "ensemble_predictions", "ensemble_errors", "force_rmse", "MEMBER_NODE_ENERGY"]

@@ -1,0 +1,319 @@
+"""Teacher ensembles: M independently trained CG potentials on the noisy mapped forces.
+
+Layout of a teacher folder::
+
+    teacher_dir/
+      ensemble.json          architecture, preset, config, CG file, number of members
+      split.json             frame indices: train / val / test (the same for every member)
+      member_00/             one independent, resumable training run per member
+        checkpoint.pt, log.jsonl   (cgkd.train)
+        model.pt                   best weights, cgkd.nn.save_potential format
+        done.json                  written last: the member is finished and is skipped on rerun
+      member_01/ ...
+
+Members differ in two ways:
+
+- **seed**: member k initialises its network and shuffles its batches with seed ``config.seed + k``;
+- **bootstrap**: member k trains on a resample with replacement of the training frames, drawn
+  with ``numpy.random.default_rng([config.seed, k])`` (``len(train)`` draws; on average 63% of
+  the distinct frames, some several times). Validation and test frames are never resampled.
+
+The split holds out the last ``test_fraction`` of the trajectory as test frames and the
+``val_fraction`` before it as validation frames (contiguous blocks, so that time-correlated
+neighbours of a held-out frame are not in the training set, except at one boundary).
+
+Members run in a local process pool (``n_workers``); a crash loses at most the unfinished epoch
+of the members that were running, and a rerun resumes them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from cgkd.data.cg_h5 import CGData, read_cg
+from cgkd.io.atomic import write_text
+from cgkd.io.config import from_dict, to_dict
+from cgkd.train.checkpoint import num_threads, seeded
+from cgkd.train.frames import frameset_from_cg
+from cgkd.train.trainer import TrainConfig, fit
+
+ENSEMBLE_FILE = "ensemble.json"
+SPLIT_FILE = "split.json"
+MODEL_FILE = "model.pt"
+DONE_FILE = "done.json"
+
+
+def member_dir(teacher_dir: str | Path, index: int) -> Path:
+    """``teacher_dir/member_XX``."""
+    return Path(teacher_dir) / f"member_{int(index):02d}"
+
+
+def make_split(n_frames: int, val_fraction: float = 0.1, test_fraction: float = 0.1) -> Dict[str, List[int]]:
+    """Contiguous train / val / test blocks of frame indices (test last, val before it).
+
+    Returns
+    -------
+    dict with ``train``, ``val``, ``test``: lists of int
+    """
+    if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(
+            f"val_fraction and test_fraction must be in (0, 1) and [0, 1) with sum < 1, got {val_fraction}, {test_fraction}"
+        )
+    n_test = int(round(n_frames * test_fraction))
+    n_val = max(1, int(round(n_frames * val_fraction)))
+    n_train = n_frames - n_val - n_test
+    if n_train < 1:
+        raise ValueError(f"n_frames={n_frames} is too few for a split with {n_val} validation and {n_test} test frames")
+    idx = list(range(n_frames))
+    return {"train": idx[:n_train], "val": idx[n_train : n_train + n_val], "test": idx[n_train + n_val :]}
+
+
+def read_split(teacher_dir: str | Path) -> Dict[str, List[int]]:
+    path = Path(teacher_dir) / SPLIT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} does not exist; is {str(teacher_dir)!r} a teacher folder (cgkd teachers)?")
+    return json.loads(path.read_text())
+
+
+def read_ensemble(teacher_dir: str | Path) -> dict:
+    path = Path(teacher_dir) / ENSEMBLE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} does not exist; is {str(teacher_dir)!r} a teacher folder (cgkd teachers)?")
+    return json.loads(path.read_text())
+
+
+def build_potential(data: CGData, arch: str, preset: Union[str, dict], frames: Optional[Sequence[int]] = None):
+    """An untrained ``CGPotential`` for ``data``: architecture ``arch``/``preset``, priors fitted to
+    ``frames`` (when ``cgkd.nn`` offers a prior fit) and the energy scale set from their forces.
+
+    Parameters
+    ----------
+    data : CGData
+    arch : str
+        Name in ``cgkd.nn.ARCHITECTURES``.
+    preset : str or dict
+        Preset of that architecture ("small", "large") or a dict of its config fields.
+    frames : sequence of int, optional
+        Frames the priors and the energy scale are fitted on (default: all).
+    """
+    from cgkd.nn import build_model, energy_scale_from_forces
+    from cgkd.nn.potential import CGPotential
+
+    frames = np.arange(data.n_frames) if frames is None else np.unique(np.asarray(frames, dtype=np.int64))
+    model = build_model(arch, preset, len(data.type_names))
+    priors = _fit_priors(data.subset(frames), model.cutoff)
+    pot = CGPotential(model, priors, data.type_names, float(model.cutoff))
+    pot.set_energy_scale(energy_scale_from_forces(data.forces[frames]))
+    return pot
+
+
+def _fit_priors(data: CGData, cutoff: float) -> list:
+    try:
+        from cgkd.nn import prior_fit
+    except ImportError:  # priors are optional; without a fit the potential is the network alone
+        return []
+    return list(prior_fit.fit_priors(data, r_max=cutoff))
+
+
+def _member_config(config: TrainConfig, index: int) -> TrainConfig:
+    return replace(config, seed=int(config.seed) + int(index))
+
+
+def bootstrap_indices(train: Sequence[int], seed: int, index: int) -> np.ndarray:
+    """The bootstrap resample of member ``index``: ``len(train)`` frames drawn with replacement."""
+    train = np.asarray(train, dtype=np.int64)
+    rng = np.random.default_rng([int(seed), int(index)])
+    return train[rng.integers(0, len(train), size=len(train))]
+
+
+def train_member(cg_path: str, teacher_dir: str, index: int, arch: str, preset: Union[str, dict], config: dict, bootstrap: bool = True) -> dict:
+    """Train (or resume, or skip if finished) member ``index``; returns its ``done.json`` content.
+
+    A top-level function so that a process pool can run it.
+    """
+    out = member_dir(teacher_dir, index)
+    done = out / DONE_FILE
+    if done.is_file():
+        return json.loads(done.read_text())
+    cfg = _member_config(from_dict(TrainConfig, config), index)
+    split = read_split(teacher_dir)
+    data = read_cg(cg_path)
+    train = bootstrap_indices(split["train"], int(from_dict(TrainConfig, config).seed), index) if bootstrap else np.asarray(split["train"])
+    with seeded(cfg.seed):
+        pot = build_potential(data, arch, preset, split["train"])
+    frames = frameset_from_cg(data, dtype=cfg.torch_dtype)
+    res = fit(pot, frames, frames, cfg, out, train_indices=train, val_indices=split["val"], extra={"member": index})
+    from cgkd.nn.potential import save_potential
+
+    provenance = {
+        "role": "teacher",
+        "member": index,
+        "seed": cfg.seed,
+        "bootstrap": bool(bootstrap),
+        "cg_path": str(cg_path),
+        "best_epoch": res.best_epoch,
+        "best_val": res.best_val,
+    }
+    save_potential(out / MODEL_FILE, res.model.cpu(), extra=provenance)
+    info = {**provenance, "epochs_run": res.epochs_run, "stopped_early": res.stopped_early, "seconds_per_epoch": res.seconds_per_epoch}
+    write_text(done, json.dumps(info, indent=1))
+    return info
+
+
+def _run_member_in_worker(args) -> dict:
+    cg_path, teacher_dir, index, arch, preset, config, bootstrap = args
+    with num_threads(1):
+        return train_member(cg_path, teacher_dir, index, arch, preset, config, bootstrap)
+
+
+def train_teachers(
+    cg_path: str | Path,
+    out_dir: str | Path,
+    n_members: int = 8,
+    arch: str = "hipnn",
+    preset: Union[str, dict] = "small",
+    config: Optional[TrainConfig] = None,
+    members: Optional[Sequence[int]] = None,
+    n_workers: int = 1,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    bootstrap: bool = True,
+) -> List[dict]:
+    """Train an ensemble of ``n_members`` teachers on the mapped forces of ``cg_path``.
+
+    Parameters
+    ----------
+    cg_path : path
+        CG dataset (``cgkd.data.cg_h5``).
+    out_dir : path
+        Teacher folder (layout in the module docstring); rerunning resumes unfinished members
+        and skips finished ones.
+    n_members : int
+    arch, preset : str
+        Architecture name in ``cgkd.nn.ARCHITECTURES`` and its preset.
+    config : TrainConfig, optional
+        Training settings; member k uses seed ``config.seed + k``. Default ``TrainConfig()``.
+    members : sequence of int, optional
+        Only these member indices (e.g. one per cluster job); default all.
+    n_workers : int
+        Members trained at the same time in a local process pool (each with 1 torch thread).
+    val_fraction, test_fraction : float
+        Held-out blocks of frames (see :func:`make_split`), fixed at the first call.
+    bootstrap : bool
+        Train each member on a bootstrap resample of the training frames.
+
+    Returns
+    -------
+    list of dict
+        The ``done.json`` content of each requested member.
+    """
+    cg_path, out_dir = Path(cg_path), Path(out_dir)
+    if not cg_path.is_file():
+        raise FileNotFoundError(f"cg_path {str(cg_path)!r} does not exist")
+    if n_members < 1:
+        raise ValueError(f"n_members must be >= 1, got {n_members}")
+    if n_workers < 1:
+        raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+    from cgkd.nn import ARCHITECTURES
+
+    ARCHITECTURES.get(arch)  # unknown names fail here with the list of available ones
+    config = config or TrainConfig()
+    members = list(range(n_members)) if members is None else [int(m) for m in members]
+    bad = [m for m in members if not 0 <= m < n_members]
+    if bad:
+        raise ValueError(f"members must lie in 0..{n_members - 1}, got {bad}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "cg_path": str(cg_path.resolve()),
+        "n_members": int(n_members),
+        "arch": arch,
+        "preset": preset,
+        "bootstrap": bool(bootstrap),
+        "config": to_dict(config),
+    }
+    ens_path = out_dir / ENSEMBLE_FILE
+    if ens_path.is_file():
+        old = json.loads(ens_path.read_text())
+        for key in ("n_members", "arch", "preset", "bootstrap"):
+            if old[key] != meta[key]:
+                raise ValueError(f"{out_dir} holds an ensemble with {key}={old[key]!r}, but {key}={meta[key]!r} was asked for")
+        meta = {**old, "config": meta["config"]}
+    write_text(ens_path, json.dumps(meta, indent=1))
+    if not (out_dir / SPLIT_FILE).is_file():
+        with h5_frames(cg_path) as n_frames:
+            split = make_split(n_frames, val_fraction, test_fraction)
+        write_text(out_dir / SPLIT_FILE, json.dumps(split))
+    cfg = to_dict(config)
+    jobs = [(str(cg_path), str(out_dir), m, arch, preset, cfg, bootstrap) for m in members]
+    if n_workers == 1 or len(jobs) == 1:
+        return [train_member(*job) for job in jobs]
+    results: Dict[int, dict] = {}
+    errors: Dict[int, BaseException] = {}
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+        futures = {pool.submit(_run_member_in_worker, job): job[2] for job in jobs}
+        for fut in cf.as_completed(futures):
+            m = futures[fut]
+            try:
+                results[m] = fut.result()
+            except Exception as exc:  # noqa: BLE001 - reported together below
+                errors[m] = exc
+    if errors:
+        lines = "; ".join(f"member {m}: {type(e).__name__}: {e}" for m, e in sorted(errors.items()))
+        raise RuntimeError(f"{len(errors)} teacher member(s) failed (rerun to resume them): {lines}")
+    return [results[m] for m in members]
+
+
+class h5_frames:
+    """Context manager giving the number of frames of a CG file without reading the arrays."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self) -> int:
+        import h5py
+
+        from cgkd import keys
+
+        self._h5 = h5py.File(self.path, "r")
+        return int(self._h5[keys.POSITIONS].shape[0])
+
+    def __exit__(self, *exc):
+        self._h5.close()
+
+
+def load_teachers(teacher_dir: str | Path, members: Optional[Sequence[int]] = None) -> list:
+    """The finished members' potentials (eval mode), in member order."""
+    import cgkd.nn.priors  # noqa: F401  (registers the prior kinds that load_potential looks up)
+    from cgkd.nn.potential import load_potential
+
+    meta = read_ensemble(teacher_dir)
+    members = range(meta["n_members"]) if members is None else members
+    out = []
+    missing = [m for m in members if not (member_dir(teacher_dir, m) / DONE_FILE).is_file()]
+    if missing:
+        raise ValueError(f"teacher member(s) {missing} in {teacher_dir} are not finished; rerun cgkd teachers")
+    for m in members:
+        out.append(load_potential(member_dir(teacher_dir, m) / MODEL_FILE))
+    return out
+
+
+__all__ = [
+    "train_teachers",
+    "train_member",
+    "build_potential",
+    "bootstrap_indices",
+    "make_split",
+    "read_split",
+    "read_ensemble",
+    "load_teachers",
+    "member_dir",
+]
