@@ -1,0 +1,315 @@
+"""Fitting priors from CG data (numpy in, prior modules out), by Boltzmann inversion.
+
+- bonds: ``U(r) = -k_B T ln(p(r) / r^2)`` fitted by a count-weighted parabola -> k, r0;
+- angles: ``U(theta) = -k_B T ln(p(theta) / sin theta)`` likewise -> k, theta0;
+- dihedrals: ``U(phi) = -k_B T ln p(phi)`` fitted by a count-weighted Fourier series
+  ``c + sum_n a_n cos(n phi) + b_n sin(n phi)``, rewritten as ``k_n (1 + cos(n phi - phase_n))`` with
+  ``k_n = hypot(a_n, b_n) >= 0``, ``phase_n = atan2(b_n, a_n)``;
+- pair repulsion: ``sigma_ab`` = left edge of the first histogram bin where ``g_ab(r)`` exceeds
+  ``threshold`` times its plateau (mean over the outer 20 % of [0, r_max]); eps = k_B T.
+
+Terms are grouped by bead-type tuple (a tuple and its reverse together). A fit that cannot be made
+raises :class:`PriorFitError` naming the term, the bead types and why. This module computes its own
+histograms (it does not import ``cgkd.analysis``, a higher layer).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from cgkd.data.cg_h5 import CGData
+from cgkd.data.torch_data import angles_from_bonds, dihedrals_from_bonds
+from cgkd.nn.neighbors import neighbor_list
+from cgkd.nn.priors import FourierDihedrals, HarmonicAngles, HarmonicBonds, PairRepulsion
+from cgkd.units import kbt
+
+#: Bins of the bonded histograms with fewer counts are ignored in the fits.
+MIN_BIN_COUNT = 5
+#: Default number of harmonics of the dihedral Fourier series.
+N_DIHEDRAL_TERMS = 3
+
+
+class PriorFitError(ValueError):
+    """A prior could not be fitted; the message names the term, the bead types and the reason."""
+
+
+def _check_inputs(positions, box, types) -> Tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.ndim != 3 or pos.shape[2] != 3 or pos.shape[0] < 1:
+        raise ValueError(f"positions must have shape (n_frames, n_beads, 3), got {pos.shape}")
+    if box is not None:
+        box = np.asarray(box, dtype=np.float64)
+        if box.shape != (pos.shape[0], 3, 3):
+            raise ValueError(f"box must have shape ({pos.shape[0]}, 3, 3) or be None, got {box.shape}")
+    types = np.asarray(types, dtype=np.int64)
+    if types.shape != (pos.shape[1],):
+        raise ValueError(f"types must have shape ({pos.shape[1]},), got {types.shape}")
+    return pos, box, types
+
+
+def _min_image(d: np.ndarray, box: Optional[np.ndarray]) -> np.ndarray:
+    """Minimum image of d (F, T, 3) in boxes (F, 3, 3) (rows); unchanged without a box."""
+    if box is None:
+        return d
+    frac = np.einsum("ftk,fkl->ftl", d, np.linalg.inv(box))
+    return d - np.einsum("ftk,fkl->ftl", np.round(frac), box)
+
+
+def _group(terms: np.ndarray, types: np.ndarray) -> Dict[Tuple[int, ...], np.ndarray]:
+    """Term indices grouped by canonical type tuple (min of tuple and its reverse)."""
+    groups: Dict[Tuple[int, ...], List[int]] = {}
+    for n, term in enumerate(terms):
+        t = tuple(int(x) for x in types[term])
+        groups.setdefault(min(t, t[::-1]), []).append(n)
+    return {k: np.array(v) for k, v in groups.items()}
+
+
+def _weighted_polyfit(x, y, w, deg):
+    a = np.vander(x, deg + 1)
+    sw = np.sqrt(w)
+    coef, *_ = np.linalg.lstsq(a * sw[:, None], y * sw, rcond=None)
+    return coef
+
+
+def _harmonic_fit(values: np.ndarray, jacobian, kt: float, term: str, names: List[str], n_bins: int):
+    """Boltzmann-inverted parabola fit of ``values`` -> (k, x0)."""
+    values = values[np.isfinite(values)]
+    if values.size < 10 * MIN_BIN_COUNT:
+        raise PriorFitError(f"{term} prior {names}: only {values.size} samples, need at least {10 * MIN_BIN_COUNT}")
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    if not hi > lo:
+        raise PriorFitError(f"{term} prior {names}: the distribution has zero width (all values {lo:.6g})")
+    counts, edges = np.histogram(values, bins=n_bins, range=(lo, hi))
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    ok = (counts >= MIN_BIN_COUNT) & (jacobian(centres) > 0)
+    if ok.sum() < 3:
+        raise PriorFitError(f"{term} prior {names}: fewer than 3 histogram bins with >= {MIN_BIN_COUNT} samples")
+    u = -kt * np.log(counts[ok] / jacobian(centres[ok]))
+    a, b, _ = _weighted_polyfit(centres[ok], u, counts[ok].astype(float), 2)
+    if not a > 0:
+        raise PriorFitError(
+            f"{term} prior {names}: Boltzmann-inverted distribution is not convex "
+            f"(fitted force constant {2 * a:.4g} <= 0); the distribution is not unimodal"
+        )
+    return float(2 * a), float(-b / (2 * a))
+
+
+def fit_bonds(positions, box, types, type_names: Sequence[str], bonds, temperature: float, n_bins: int = 60) -> HarmonicBonds:
+    """Harmonic bond prior per bead-type pair by Boltzmann inversion.
+
+    Parameters
+    ----------
+    positions : np.ndarray, shape=(F, B, 3), nm
+    box : np.ndarray or None, shape=(F, 3, 3), nm
+    types : np.ndarray, shape=(B,), int
+    type_names : list of str
+    bonds : np.ndarray, shape=(n_bonds, 2), int
+    temperature : float, K
+    n_bins : int
+    """
+    pos, box, types = _check_inputs(positions, box, types)
+    bonds = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
+    kt = kbt(temperature)
+    entries = []
+    for key, idx in sorted(_group(bonds, types).items()):
+        names = [type_names[t] for t in key]
+        b = bonds[idx]
+        d = _min_image(pos[:, b[:, 1]] - pos[:, b[:, 0]], box)
+        r = np.linalg.norm(d, axis=-1).ravel()
+        k, r0 = _harmonic_fit(r, lambda x: x * x, kt, "bond", names, n_bins)
+        if not r0 > 0:
+            raise PriorFitError(f"bond prior {names}: fitted r0 = {r0:.4g} nm is not positive")
+        entries.append({"types": names, "r0": r0, "k": k})
+    return HarmonicBonds(type_names, entries, bonds, pos.shape[1])
+
+
+def _angle_values(pos, box, terms):
+    a = _min_image(pos[:, terms[:, 0]] - pos[:, terms[:, 1]], box)
+    b = _min_image(pos[:, terms[:, 2]] - pos[:, terms[:, 1]], box)
+    cos = (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    return np.arccos(np.clip(cos, -1.0, 1.0))
+
+
+def _dihedral_values(pos, box, terms):
+    b1 = _min_image(pos[:, terms[:, 1]] - pos[:, terms[:, 0]], box)
+    b2 = _min_image(pos[:, terms[:, 2]] - pos[:, terms[:, 1]], box)
+    b3 = _min_image(pos[:, terms[:, 3]] - pos[:, terms[:, 2]], box)
+    n1 = np.cross(b1, b2)
+    n2 = np.cross(b2, b3)
+    y = np.linalg.norm(b2, axis=-1) * (b1 * n2).sum(-1)
+    return np.arctan2(y, (n1 * n2).sum(-1))
+
+
+def fit_angles(positions, box, types, type_names: Sequence[str], angles, temperature: float, n_bins: int = 60) -> HarmonicAngles:
+    """Harmonic angle prior per bead-type triplet by Boltzmann inversion (radians).
+
+    ``angles`` : np.ndarray, shape=(n_angles, 3), int (e.g. ``angles_from_bonds(bonds)``); other
+    arguments as :func:`fit_bonds`.
+    """
+    pos, box, types = _check_inputs(positions, box, types)
+    angles = np.asarray(angles, dtype=np.int64).reshape(-1, 3)
+    kt = kbt(temperature)
+    entries = []
+    for key, idx in sorted(_group(angles, types).items()):
+        names = [type_names[t] for t in key]
+        theta = _angle_values(pos, box, angles[idx]).ravel()
+        k, theta0 = _harmonic_fit(theta, np.sin, kt, "angle", names, n_bins)
+        theta0 = min(theta0, math.pi)
+        if not theta0 > 0:
+            raise PriorFitError(f"angle prior {names}: fitted theta0 = {theta0:.4g} rad is not in (0, pi]")
+        entries.append({"types": names, "theta0": theta0, "k": k})
+    return HarmonicAngles(type_names, entries, angles, pos.shape[1])
+
+
+def fit_dihedrals(
+    positions,
+    box,
+    types,
+    type_names: Sequence[str],
+    dihedrals,
+    temperature: float,
+    n_terms: int = N_DIHEDRAL_TERMS,
+    n_bins: int = 36,
+) -> FourierDihedrals:
+    """Fourier dihedral prior per bead-type quadruple by Boltzmann inversion.
+
+    ``dihedrals`` : np.ndarray, shape=(n_dihedrals, 4), int (e.g. ``dihedrals_from_bonds(bonds)``);
+    ``n_terms`` : harmonics n = 1..n_terms. Other arguments as :func:`fit_bonds`.
+    """
+    pos, box, types = _check_inputs(positions, box, types)
+    if n_terms < 1:
+        raise ValueError(f"n_terms must be >= 1, got {n_terms}")
+    dihedrals = np.asarray(dihedrals, dtype=np.int64).reshape(-1, 4)
+    kt = kbt(temperature)
+    entries = []
+    for key, idx in sorted(_group(dihedrals, types).items()):
+        names = [type_names[t] for t in key]
+        phi = _dihedral_values(pos, box, dihedrals[idx]).ravel()
+        phi = phi[np.isfinite(phi)]
+        counts, edges = np.histogram(phi, bins=n_bins, range=(-math.pi, math.pi))
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        ok = counts >= MIN_BIN_COUNT
+        if ok.sum() < 2 * n_terms + 1:
+            raise PriorFitError(
+                f"dihedral prior {names}: only {int(ok.sum())} of {n_bins} bins have >= {MIN_BIN_COUNT} samples, "
+                f"need {2 * n_terms + 1} for {n_terms} harmonics"
+            )
+        u = -kt * np.log(counts[ok].astype(float))
+        x = centres[ok]
+        cols = [np.ones_like(x)]
+        for n in range(1, n_terms + 1):
+            cols += [np.cos(n * x), np.sin(n * x)]
+        a = np.stack(cols, axis=1)
+        sw = np.sqrt(counts[ok].astype(float))
+        coef, *_ = np.linalg.lstsq(a * sw[:, None], u * sw, rcond=None)
+        terms = []
+        for n in range(1, n_terms + 1):
+            an, bn = coef[2 * n - 1], coef[2 * n]
+            terms.append({"n": n, "k": float(math.hypot(an, bn)), "phase": float(math.atan2(bn, an))})
+        entries.append({"types": names, "terms": terms})
+    return FourierDihedrals(type_names, entries, dihedrals, pos.shape[1])
+
+
+def fit_pair_repulsion(
+    positions,
+    box,
+    types,
+    type_names: Sequence[str],
+    temperature: float,
+    r_max: float = 1.0,
+    bin_width: float = 0.005,
+    threshold: float = 1e-3,
+    max_frames: int = 200,
+) -> PairRepulsion:
+    """Pair repulsion prior: sigma per type pair from the onset of g(r); eps = k_B T.
+
+    Parameters
+    ----------
+    positions, box, types, type_names, temperature : as :func:`fit_bonds`
+    r_max : float, nm
+        Histogram range; the plateau is the mean of r^-2-normalised counts over [0.8 r_max, r_max].
+    bin_width : float, nm
+    threshold : float
+        Fraction of the plateau that g(r) must exceed.
+    max_frames : int
+        At most this many frames (evenly strided) are used.
+    """
+    pos, box, types = _check_inputs(positions, box, types)
+    if not 0 < bin_width < r_max:
+        raise ValueError(f"bin_width must lie in (0, r_max={r_max}), got {bin_width}")
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
+    n_types = len(type_names)
+    n_bins = int(round(r_max / bin_width))
+    edges = np.linspace(0.0, n_bins * bin_width, n_bins + 1)
+    hist = np.zeros((n_types, n_types, n_bins))
+    stride = max(1, pos.shape[0] // max_frames)
+    for f in range(0, pos.shape[0], stride):
+        b = torch.zeros(3, 3, dtype=torch.float64) if box is None else torch.as_tensor(box[f])
+        p = torch.as_tensor(pos[f])
+        ei, sh = neighbor_list(p, b, float(edges[-1]))
+        i, j = ei[0].numpy(), ei[1].numpy()
+        r = np.linalg.norm((p[ei[1]] - p[ei[0]] + sh).numpy(), axis=-1)
+        half = i < j
+        ti, tj = types[i[half]], types[j[half]]
+        lo, hi = np.minimum(ti, tj), np.maximum(ti, tj)
+        bins = np.minimum((r[half] / bin_width).astype(np.int64), n_bins - 1)
+        np.add.at(hist, (lo, hi, bins), 1.0)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    shell = centres**2
+    outer = centres >= 0.8 * edges[-1]
+    entries = []
+    for a in range(n_types):
+        for b in range(a, n_types):
+            names = [type_names[a], type_names[b]]
+            g = hist[a, b] / shell
+            plateau = g[outer].mean()
+            if not plateau > 0:
+                raise PriorFitError(
+                    f"pair_repulsion prior {names}: no pairs of these types between {0.8 * edges[-1]:.3g} and "
+                    f"{edges[-1]:.3g} nm (plateau of g(r) is 0); increase r_max or check the types"
+                )
+            above = np.nonzero(g > threshold * plateau)[0]
+            sigma = float(edges[above[0]])
+            if not sigma > 0:
+                raise PriorFitError(
+                    f"pair_repulsion prior {names}: g(r) is non-zero already in the first bin "
+                    f"(r < {bin_width} nm); beads overlap"
+                )
+            entries.append({"types": names, "sigma": sigma})
+    return PairRepulsion(type_names, entries, kbt(temperature))
+
+
+def fit_priors(
+    data: CGData,
+    kinds: Sequence[str] = ("pair_repulsion", "bonds", "angles", "dihedrals"),
+    r_max: float = 1.0,
+    n_dihedral_terms: int = N_DIHEDRAL_TERMS,
+) -> list:
+    """All requested priors of a CG dataset; bonded kinds without terms are skipped.
+
+    Angles and dihedrals come from the bond graph ``data.bonds``.
+    """
+    allowed = ("pair_repulsion", "bonds", "angles", "dihedrals")
+    bad = [k for k in kinds if k not in allowed]
+    if bad:
+        raise ValueError(f"kinds: unknown prior kind(s) {bad}; allowed are {list(allowed)}")
+    args = (data.positions, data.box, data.types, list(data.type_names))
+    out = []
+    if "pair_repulsion" in kinds:
+        out.append(fit_pair_repulsion(*args, data.temperature, r_max=r_max))
+    if "bonds" in kinds and len(data.bonds):
+        out.append(fit_bonds(*args, data.bonds, data.temperature))
+    if "angles" in kinds:
+        angles = angles_from_bonds(data.bonds)
+        if len(angles):
+            out.append(fit_angles(*args, angles, data.temperature))
+    if "dihedrals" in kinds:
+        dihedrals = dihedrals_from_bonds(data.bonds)
+        if len(dihedrals):
+            out.append(fit_dihedrals(*args, dihedrals, data.temperature, n_terms=n_dihedral_terms))
+    return out
