@@ -1,0 +1,271 @@
+"""All-atom MD with forces: build, equilibrate (NPT then NVT), resumable NVT production to a ``cgkd-aa`` file.
+
+Resumption: the equilibrated state and the serialised System are stored in the output file when it
+is created, so a resume never rebuilds or re-equilibrates. Every ``checkpoint_interval`` production
+steps the file is flushed and an OpenMM checkpoint (plus a platform-independent State XML) is
+written atomically to the side file ``<out>.chk``, recording how many frames it covers. A resumed
+run truncates frames written after that checkpoint and continues from it, so no frame is lost or
+duplicated. At the end the last checkpoint is moved into the file and the side file removed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import openmm
+import openmm.unit as u
+from tqdm.auto import tqdm
+
+from cgkd import units
+from cgkd.aa.build import AASystem, build, choose_platform, make_context, make_integrator
+from cgkd.io.aa_h5 import AAWriter, create_aa, read_blob
+from cgkd.io.atomic import atomic_path
+from cgkd.io.spec import SystemSpec, load_spec
+
+#: Steps per barostat attempt.
+BAROSTAT_FREQUENCY = 25
+
+
+def checkpoint_path(out: str | Path) -> Path:
+    """The side file holding the latest production checkpoint of ``out``."""
+    out = Path(out)
+    return out.with_name(out.name + ".chk")
+
+
+def _residue_groups(topology) -> list:
+    return [np.array([a.index for a in r.atoms()]) for r in topology.residues()]
+
+
+def _scale_to_box(positions: np.ndarray, groups: list, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Move each molecule's centre affinely from box ``old`` to box ``new`` (molecules stay rigid)."""
+    m = np.linalg.solve(old, new)  # rows are box vectors: x_new = x_old @ old^-1 @ new
+    out = positions.copy()
+    for g in groups:
+        c = positions[g].mean(axis=0)
+        out[g] += c @ m - c
+    return out
+
+
+def equilibrate(aa: AASystem, *, platform: Optional[str] = None, seed: Optional[int] = None,
+                progress: bool = True) -> openmm.State:
+    """NPT (MonteCarloBarostat, if the spec has a pressure) then NVT at the NPT-average box.
+
+    Returns the final State (positions, velocities, box) of the NVT run. The NPT-average box is the
+    cube (or affinely scaled box) with the mean volume of the second half of the NPT run.
+    """
+    spec, protocol = aa.spec, aa.spec.size(aa.size)
+    seed = spec.seed if seed is None else int(seed)
+    plat = choose_platform(platform)
+    positions, box = aa.positions, aa.box
+    velocities = None
+    npt_steps = protocol.npt_steps if (spec.pressure is not None and box is not None) else 0
+    bar = tqdm(total=npt_steps + protocol.nvt_steps, disable=not progress, unit="step", desc=f"{spec.name} equilibrate")
+    if npt_steps > 0:
+        system = openmm.XmlSerializer.clone(aa.system)
+        baro = openmm.MonteCarloBarostat(spec.pressure * u.bar, spec.temperature * u.kelvin, BAROSTAT_FREQUENCY)
+        baro.setRandomNumberSeed(seed % (2**31 - 1) or 1)
+        system.addForce(baro)
+        ctx = make_context(system, make_integrator(spec, seed), plat)
+        ctx.setPeriodicBoxVectors(*box)
+        ctx.setPositions(positions)
+        ctx.setVelocitiesToTemperature(spec.temperature * u.kelvin, seed)
+        volumes, block = [], max(BAROSTAT_FREQUENCY, min(500, npt_steps // 20 or 1))
+        done = 0
+        while done < npt_steps:
+            n = min(block, npt_steps - done)
+            ctx.getIntegrator().step(n)
+            done += n
+            bar.update(n)
+            if done > npt_steps // 2:
+                b = ctx.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)
+                volumes.append(abs(np.linalg.det(b)))
+        state = ctx.getState(getPositions=True, getVelocities=True)
+        last = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)
+        target = last * (np.mean(volumes) / abs(np.linalg.det(last))) ** (1.0 / 3.0)
+        positions = _scale_to_box(state.getPositions(asNumpy=True).value_in_unit(u.nanometer),
+                                  _residue_groups(aa.topology), last, target)
+        velocities = state.getVelocities(asNumpy=True).value_in_unit(u.nanometer / u.picosecond)
+        box = target
+        del ctx
+    ctx = make_context(aa.system, make_integrator(spec, seed + 1), plat)
+    if box is not None:
+        ctx.setPeriodicBoxVectors(*box)
+    ctx.setPositions(positions)
+    if velocities is None:
+        ctx.setVelocitiesToTemperature(spec.temperature * u.kelvin, seed)
+    else:
+        ctx.setVelocities(velocities)
+    ctx.applyConstraints(1e-6)
+    ctx.applyVelocityConstraints(1e-6)
+    done = 0
+    while done < protocol.nvt_steps:
+        n = min(1000, protocol.nvt_steps - done)
+        ctx.getIntegrator().step(n)
+        done += n
+        bar.update(n)
+    bar.close()
+    return ctx.getState(getPositions=True, getVelocities=True)
+
+
+def _save_checkpoint(path: Path, n_frames: int, ctx: openmm.Context) -> None:
+    state_xml = openmm.XmlSerializer.serialize(ctx.getState(getPositions=True, getVelocities=True))
+    buf = io.BytesIO()
+    np.savez(buf, frames=np.int64(n_frames), checkpoint=np.frombuffer(ctx.createCheckpoint(), dtype=np.uint8),
+             state=np.frombuffer(state_xml.encode(), dtype=np.uint8))
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def _restore(ctx: openmm.Context, checkpoint: bytes, state_xml: bytes) -> None:
+    """Load an OpenMM checkpoint; fall back to the State XML if it came from another platform."""
+    try:
+        ctx.loadCheckpoint(checkpoint)
+    except Exception:  # openmm raises a bare OpenMMException for platform mismatches
+        ctx.setState(openmm.XmlSerializer.deserialize(state_xml.decode()))
+
+
+def _check_existing(out: Path, spec: SystemSpec, size: str, interval: int) -> None:
+    import h5py
+
+    with h5py.File(out, "r") as h5:
+        attrs = json.loads(h5.attrs.get("attrs", "{}"))
+        stored = h5["spec"][()] if "spec" in h5 else b""
+    stored = stored.decode() if isinstance(stored, bytes) else str(stored)
+    problems = []
+    if stored != spec.to_yaml():
+        problems.append("its embedded spec differs from the requested one")
+    if attrs.get("size") != size:
+        problems.append(f"it was made for size {attrs.get('size')!r}, not {size!r}")
+    if attrs.get("report_interval") != interval:
+        problems.append(f"its report_interval is {attrs.get('report_interval')}, not {interval}")
+    if problems:
+        raise ValueError(f"cannot resume {out}: " + "; ".join(problems) + " (use resume=False / --no-resume to start over)")
+
+
+def simulate(
+    spec: SystemSpec | str | Path,
+    size: str = "quick",
+    out: str | Path = "aa.h5",
+    *,
+    platform: Optional[str] = None,
+    production_steps: Optional[int] = None,
+    report_interval: Optional[int] = None,
+    seed: Optional[int] = None,
+    progress: bool = True,
+    resume: bool = True,
+    callback: Optional[Callable[[int], None]] = None,
+) -> Path:
+    """Build, equilibrate and run NVT production, writing a ``cgkd-aa`` file with total per-atom forces.
+
+    Parameters
+    ----------
+    spec : SystemSpec, or path / shipped name of a spec
+    size : str
+        A size of the spec.
+    out : str or Path
+        Output HDF5 file; its checkpoint side file is ``<out>.chk``.
+    platform : str, optional
+        OpenMM platform name (default: fastest available, CUDA > OpenCL > CPU > Reference).
+    production_steps : int, optional
+        Production length in MD steps (default: the size's); a multiple of ``report_interval``.
+        Resuming a finished file with a larger value extends it.
+    report_interval : int, optional
+        Steps between saved frames (default: the size's).
+    seed : int, optional
+        Seed for insertion, velocities, thermostat and barostat (default: ``spec.seed``).
+    progress : bool
+        Show tqdm progress bars.
+    resume : bool
+        Continue an existing ``out`` from its last checkpoint; False starts over (the file is replaced).
+    callback : callable(int), optional
+        Called with the number of frames in the file after each frame is written (raising from it
+        interrupts the run like a crash after that frame).
+
+    Returns
+    -------
+    Path
+        ``out``.
+    """
+    if not isinstance(spec, SystemSpec):
+        spec = load_spec(spec)
+    protocol = spec.size(size)
+    steps = protocol.production_steps if production_steps is None else int(production_steps)
+    interval = protocol.report_interval if report_interval is None else int(report_interval)
+    if interval < 1:
+        raise ValueError(f"report_interval must be >= 1 step, got {interval}")
+    if steps < interval or steps % interval:
+        raise ValueError(f"production_steps must be a positive multiple of report_interval ({interval}), got {steps}")
+    n_target = steps // interval
+    ckpt_frames = max(1, protocol.checkpoint_interval // interval)
+    out, chk = Path(out), checkpoint_path(out)
+    seed = spec.seed if seed is None else int(seed)
+    plat = choose_platform(platform)
+
+    if resume and out.is_file():
+        _check_existing(out, spec, size, interval)
+    else:
+        for p in (out, chk):
+            if p.exists():
+                p.unlink()
+        aa = build(spec, size, seed=seed, platform=platform)
+        state = equilibrate(aa, platform=platform, seed=seed, progress=progress)
+        attrs = {"system": spec.name, "size": size, "report_interval": interval, "timestep": spec.timestep,
+                 "seed": seed, "platform": plat.getName(), "positions": "wrapped per molecule (enforcePeriodicBox)"}
+        create_aa(out, topology=aa.topology, masses=aa.masses, constraints=aa.constraints,
+                  temperature=spec.temperature, periodic=aa.box is not None, spec=spec, attrs=attrs,
+                  blobs={"system": openmm.XmlSerializer.serialize(aa.system).encode(),
+                         "equilibrated": openmm.XmlSerializer.serialize(state).encode()})
+
+    system = openmm.XmlSerializer.deserialize(read_blob(out, "system").decode())
+    ctx = make_context(system, make_integrator(spec, seed + 2), plat)
+    with AAWriter(out) as writer:
+        if chk.is_file():
+            with np.load(chk) as z:
+                n0 = int(z["frames"])
+                _restore(ctx, z["checkpoint"].tobytes(), z["state"].tobytes())
+        elif writer.get_blob("checkpoint") is not None:
+            n0 = int(writer.attrs["checkpoint_frames"])
+            _restore(ctx, writer.get_blob("checkpoint"), writer.get_blob("checkpoint_state"))
+        else:
+            n0 = 0
+            ctx.setState(openmm.XmlSerializer.deserialize(writer.get_blob("equilibrated").decode()))
+            ctx.setTime(0.0)
+            ctx.setStepCount(0)
+        if writer.n_frames < n0:
+            raise ValueError(f"{out} holds {writer.n_frames} frames but its checkpoint covers {n0}; the file is damaged")
+        writer.truncate(n0)
+        bar = tqdm(total=n_target, initial=min(n0, n_target), disable=not progress, unit="frame",
+                   desc=f"{spec.name} production")
+        periodic = system.usesPeriodicBoundaryConditions()
+        for k in range(n0, n_target):
+            ctx.getIntegrator().step(interval)
+            st = ctx.getState(getPositions=True, getForces=True, getEnergy=True, enforcePeriodicBox=periodic)
+            box = st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(units.DISTANCE) if periodic else None
+            writer.append(
+                st.getPositions(asNumpy=True).value_in_unit(units.DISTANCE),
+                st.getForces(asNumpy=True).value_in_unit(units.FORCE),
+                box,
+                st.getPotentialEnergy().value_in_unit(units.ENERGY),
+                st.getTime().value_in_unit(units.TIME),
+            )
+            bar.update(1)
+            if (k + 1) % ckpt_frames == 0 and k + 1 < n_target:
+                writer.flush()
+                _save_checkpoint(chk, k + 1, ctx)
+            if callback is not None:
+                callback(k + 1)
+        bar.close()
+        if n0 < n_target or writer.get_blob("checkpoint") is None:
+            writer.set_blob("checkpoint", ctx.createCheckpoint())
+            writer.set_blob("checkpoint_state", openmm.XmlSerializer.serialize(
+                ctx.getState(getPositions=True, getVelocities=True)).encode())
+            writer.attrs["checkpoint_frames"] = max(n_target, writer.n_frames)
+            writer.attrs["production_steps"] = writer.n_frames * interval
+        writer.flush()
+    if chk.exists():
+        chk.unlink()
+    return out
