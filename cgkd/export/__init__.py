@@ -8,10 +8,12 @@ from cgkd.export.artefact import (
     FORMAT,
     FORMAT_VERSION,
     METADATA_FILE,
+    export_cg_potential,
     export_potential,
     load_potential_artefact,
     normalize_bonded_priors,
     read_metadata,
+    type_masses_from_data,
 )
 from cgkd.export.reference import LennardJonesPair
 
@@ -20,8 +22,10 @@ __all__ = [
     "FORMAT_VERSION",
     "METADATA_FILE",
     "LennardJonesPair",
+    "export_cg_potential",
     "export_potential",
     "load_potential_artefact",
     "normalize_bonded_priors",
     "read_metadata",
+    "type_masses_from_data",
 ]

@@ -275,3 +275,40 @@ def load_potential_artefact(path: str | Path, device: str = "cpu") -> Tuple[torc
     metadata = check_metadata(metadata, source=str(path))
     module.eval()
     return module, metadata
+
+
+def type_masses_from_data(type_names: Sequence[str], bead_types, bead_masses) -> List[float]:
+    """Mass per bead type (amu): the mean mass of the beads of that type (e.g. from a CG dataset).
+
+    Raises ``ValueError`` for a type without beads.
+    """
+    import numpy as np
+
+    bead_types = np.asarray(bead_types)
+    bead_masses = np.asarray(bead_masses, dtype=float)
+    out = []
+    for t, name in enumerate(type_names):
+        sel = bead_types == t
+        if not np.any(sel):
+            raise ValueError(f"bead type {name!r} has no beads in the data; cannot infer its mass")
+        out.append(float(bead_masses[sel].mean()))
+    return out
+
+
+def export_cg_potential(potential: torch.nn.Module, path: str | Path, *, type_masses: Sequence[float], periodic: bool,
+                        provenance: Optional[dict] = None, dtype: Optional[str] = None) -> dict:
+    """Export a ``cgkd.nn.CGPotential``: its ``type_names``, ``cutoff`` and ``bonded_prior_spec()`` go in the metadata.
+
+    ``dtype`` defaults to the potential's parameter dtype. See :func:`export_potential`.
+    """
+    for attr in ("type_names", "cutoff", "bonded_prior_spec"):
+        if not hasattr(potential, attr):
+            raise ValueError(f"potential must be a cgkd.nn.CGPotential (it has no {attr!r}); use export_potential")
+    if dtype is None:
+        first = next(iter(potential.parameters()), None)
+        dtype = "float64" if first is not None and first.dtype == torch.float64 else "float32"
+    prov = dict(getattr(potential, "metadata", {}) or {})
+    prov.update(provenance or {})
+    return export_potential(potential, path, type_names=list(potential.type_names), type_masses=type_masses,
+                            cutoff=float(potential.cutoff), periodic=periodic, bonded_priors=potential.bonded_prior_spec(),
+                            provenance=prov, dtype=dtype)
