@@ -17,6 +17,11 @@ BOX = np.array([[1.2, 0.0, 0.0], [0.3, 1.1, 0.0], [-0.2, 0.25, 1.0]])  # triclin
 CUTOFF = 0.45
 
 
+def _f(t):
+    """A 0-d tensor as a float (detached)."""
+    return float(t.detach())
+
+
 def _system(n=14, seed=0):
     rng = np.random.default_rng(seed)
     frac = rng.random((n, 3))
@@ -73,20 +78,20 @@ def _rotation(seed=3):
 def test_energy_invariances(arch, order):
     pot = _potential(arch, tensor_order=order)
     pos, types, box = _system()
-    e0 = float(pot(pos, types, box))
+    e0 = _f(pot(pos, types, box))
     rot = _rotation()
-    assert float(pot(pos @ rot.T, types, box @ rot.T)) == pytest.approx(e0, rel=1e-10, abs=1e-10)
-    assert float(pot(pos + torch.tensor([0.37, -1.2, 4.0], dtype=pos.dtype), types, box)) == pytest.approx(e0, rel=1e-10)
+    assert _f(pot(pos @ rot.T, types, box @ rot.T)) == pytest.approx(e0, rel=1e-10, abs=1e-10)
+    assert _f(pot(pos + torch.tensor([0.37, -1.2, 4.0], dtype=pos.dtype), types, box)) == pytest.approx(e0, rel=1e-10)
     moved = pos.clone()
     moved[3] += box[1] - 2 * box[2]
-    assert float(pot(moved, types, box)) == pytest.approx(e0, rel=1e-10)
+    assert _f(pot(moved, types, box)) == pytest.approx(e0, rel=1e-10)
     same = torch.nonzero(types == types[0]).flatten()
     assert len(same) >= 2
     perm = torch.arange(len(types))
     perm[same[0]], perm[same[1]] = int(same[1]), int(same[0])
-    assert float(pot(pos[perm], types[perm], box)) == pytest.approx(e0, rel=1e-10)
+    assert _f(pot(pos[perm], types[perm], box)) == pytest.approx(e0, rel=1e-10)
     # and the energy really depends on the geometry
-    assert abs(float(pot(pos * 0.97, types, box * 0.97)) - e0) > 1e-6
+    assert abs(_f(pot(pos * 0.97, types, box * 0.97)) - e0) > 1e-6
 
 
 @pytest.mark.parametrize("arch,order", ARCHS)
@@ -99,12 +104,12 @@ def test_eager_scripted_and_saved_agree(arch, order, tmp_path):
     save_potential(tmp_path / "p.pt", pot, extra={"note": "test"})
     rebuilt = load_potential(tmp_path / "p.pt")
     assert rebuilt.metadata["extra"] == {"note": "test"}
-    e = float(pot(pos, types, box))
+    e = _f(pot(pos, types, box))
     for other in (scripted, loaded, rebuilt):
-        assert float(other(pos, types, box)) == pytest.approx(e, rel=1e-12)
+        assert _f(other(pos, types, box)) == pytest.approx(e, rel=1e-12)
     # non-periodic: all-zero box
     zero = torch.zeros(3, 3, dtype=torch.float64)
-    assert float(scripted(pos, types, zero)) == pytest.approx(float(pot(pos, types, zero)), rel=1e-12)
+    assert _f(scripted(pos, types, zero)) == pytest.approx(_f(pot(pos, types, zero)), rel=1e-12)
 
 
 @pytest.mark.parametrize("arch", ["hipnn", "painn"])
@@ -134,8 +139,8 @@ def test_forward_batch_matches_single_frames(arch, order):
     pot.train()
     out = pot.forward_batch(pos, types, box, batch, 2, compute_forces=True)
     assert out[keys.FORCE].requires_grad  # create_graph in training mode
-    e0 = float(pot(frames[0][0], types0, frames[0][2]))
-    e1 = float(pot(frames[1][0], types0, box[1]))
+    e0 = _f(pot(frames[0][0], types0, frames[0][2]))
+    e1 = _f(pot(frames[1][0], types0, box[1]))
     np.testing.assert_allclose(out[keys.ENERGY].detach().numpy(), [e0, e1], rtol=1e-12)
     # a parameter backward through the forces works (training step)
     (out[keys.FORCE] ** 2).sum().backward()
