@@ -1,0 +1,236 @@
+"""Teacher ensembles, labels and students on a tiny Lennard-Jones fluid simulated here with OpenMM."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import h5py
+import numpy as np
+import openmm as mm
+import openmm.unit as u
+import pytest
+import torch
+
+from cgkd import keys
+from cgkd.data.cg_h5 import CGData, read_cg, write_cg
+from cgkd.kd import ensemble_errors, load_teachers, make_labels, read_labels, train_student, train_teachers
+from cgkd.kd.labels import predict
+from cgkd.kd.students import uncertainty_weights
+from cgkd.kd.teachers import bootstrap_indices, make_split, member_dir, read_split
+from cgkd.registry import UnknownNameError
+from cgkd.train import TrainConfig, load_checkpoint
+
+TINY = dict(n_features=8, n_interactions=1, n_atom_layers=1, n_radial=6, cutoff=0.45)
+
+
+def lj_fluid(n_side: int = 3, n_frames: int = 30, stride: int = 20, temperature: float = 120.0, seed: int = 1) -> CGData:
+    """Lennard-Jones argon (sigma 0.34 nm, eps 0.996 kJ/mol) at reduced density 0.8, exact forces."""
+    n, sigma, eps = n_side**3, 0.34, 0.996
+    box = (n / 0.8) ** (1 / 3) * sigma
+    system = mm.System()
+    system.setDefaultPeriodicBoxVectors(mm.Vec3(box, 0, 0), mm.Vec3(0, box, 0), mm.Vec3(0, 0, box))
+    nb = mm.NonbondedForce()
+    nb.setNonbondedMethod(mm.NonbondedForce.CutoffPeriodic)
+    nb.setCutoffDistance(0.49 * box)
+    for _ in range(n):
+        system.addParticle(39.948)
+        nb.addParticle(0.0, sigma, eps)
+    system.addForce(nb)
+    g = (np.arange(n_side) + 0.5) * box / n_side
+    integ = mm.LangevinMiddleIntegrator(temperature, 5.0, 0.005)
+    integ.setRandomNumberSeed(seed)
+    ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3))
+    ctx.setVelocitiesToTemperature(temperature, seed)
+    integ.step(300)
+    pos, frc = [], []
+    for _ in range(n_frames):
+        integ.step(stride)
+        st = ctx.getState(getPositions=True, getForces=True)
+        pos.append(st.getPositions(asNumpy=True).value_in_unit(u.nanometer) % box)
+        frc.append(st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer))
+    return CGData(
+        positions=np.array(pos),
+        forces=np.array(frc),
+        box=np.tile(np.eye(3) * box, (n_frames, 1, 1)),
+        types=np.zeros(n, dtype=np.int64),
+        type_names=["AR"],
+        bead_names=["AR"] * n,
+        masses=np.full(n, 39.948),
+        bead_residue=np.arange(n),
+        residue_names=["AR"] * n,
+        bonds=np.zeros((0, 2), dtype=np.int64),
+        temperature=temperature,
+    )
+
+
+CFG = TrainConfig(max_epochs=2, batch_size=8, lr=5e-3)
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kd")
+    write_cg(root / "cg.h5", lj_fluid())
+    info = train_teachers(root / "cg.h5", root / "teachers", n_members=3, preset=TINY, config=CFG)
+    make_labels(root / "cg.h5", root / "teachers")
+    return root, info
+
+
+def test_split_is_contiguous_and_checked():
+    s = make_split(20, 0.1, 0.2)
+    assert s["train"] == list(range(14)) and s["val"] == [14, 15] and s["test"] == [16, 17, 18, 19]
+    with pytest.raises(ValueError, match="val_fraction"):
+        make_split(20, 0.0, 0.1)
+    with pytest.raises(ValueError, match="too few"):
+        make_split(2, 0.5, 0.4)
+
+
+def test_bootstrap_differs_per_member_and_is_reproducible():
+    train = np.arange(10, 50)
+    a, b = bootstrap_indices(train, 0, 0), bootstrap_indices(train, 0, 1)
+    assert np.array_equal(a, bootstrap_indices(train, 0, 0)) and not np.array_equal(a, b)
+    assert len(a) == 40 and set(a) <= set(train) and len(set(a)) < 40
+
+
+def test_teachers_layout_members_differ_and_rerun_skips(ensemble):
+    root, info = ensemble
+    tdir = root / "teachers"
+    assert [i["member"] for i in info] == [0, 1, 2] and [i["seed"] for i in info] == [0, 1, 2]
+    split = read_split(tdir)
+    assert len(split["train"]) == 24 and split["val"] == [24, 25, 26] and split["test"] == [27, 28, 29]
+    models = load_teachers(tdir)
+    p0, p1 = (torch.cat([p.reshape(-1) for p in m.parameters()]) for m in models[:2])
+    assert not torch.equal(p0, p1)
+    mtime = os.path.getmtime(member_dir(tdir, 1) / "model.pt")
+    again = train_teachers(root / "cg.h5", tdir, n_members=3, preset=TINY, config=CFG)
+    assert again == info and os.path.getmtime(member_dir(tdir, 1) / "model.pt") == mtime
+
+
+def test_interrupted_member_resumes_from_its_checkpoint(ensemble, tmp_path):
+    root, _ = ensemble
+    tdir = tmp_path / "t"
+    train_teachers(root / "cg.h5", tdir, n_members=2, members=[1], preset=TINY, config=CFG)
+    assert not member_dir(tdir, 0).exists()
+    (member_dir(tdir, 1) / "done.json").unlink()  # as if killed after its last checkpoint
+    (member_dir(tdir, 1) / "model.pt").unlink()
+    longer = TrainConfig(max_epochs=3, batch_size=8, lr=5e-3)
+    info = train_teachers(root / "cg.h5", tdir, n_members=2, members=[1], preset=TINY, config=longer)
+    assert info[0]["epochs_run"] == 3
+    rows = (member_dir(tdir, 1) / "log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [0, 1, 2]
+
+
+def test_teacher_errors(ensemble, tmp_path):
+    root, _ = ensemble
+    with pytest.raises(FileNotFoundError, match="cg_path"):
+        train_teachers(tmp_path / "none.h5", tmp_path / "t")
+    with pytest.raises(ValueError, match="n_members"):
+        train_teachers(root / "cg.h5", tmp_path / "t", n_members=0)
+    with pytest.raises(ValueError, match="members must lie"):
+        train_teachers(root / "cg.h5", tmp_path / "t", n_members=2, members=[2])
+    with pytest.raises(UnknownNameError, match="hipnn"):
+        train_teachers(root / "cg.h5", tmp_path / "t", arch="schnet")
+    with pytest.raises(ValueError, match="n_members=3"):
+        train_teachers(root / "cg.h5", root / "teachers", n_members=4, preset=TINY, config=CFG)
+    with pytest.raises(FileNotFoundError, match="teacher folder"):
+        read_split(tmp_path)
+
+
+def test_labels_are_the_members_statistics(ensemble):
+    root, _ = ensemble
+    lab = read_labels(root / "cg.h5")
+    data = read_cg(root / "cg.h5")
+    f, b = data.n_frames, data.n_beads
+    assert lab[keys.MEMBER_FORCES].shape == (3, f, b, 3) and lab[keys.MEMBER_ENERGY].shape == (3, f)
+    assert lab[keys.MEMBER_NODE_ENERGY].shape == (3, f, b)
+    np.testing.assert_allclose(lab[keys.MEAN_FORCES], lab[keys.MEMBER_FORCES].mean(0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(lab[keys.MEAN_ENERGY], lab[keys.MEMBER_ENERGY].mean(0), rtol=1e-10)
+    spread = lab[keys.MEMBER_FORCES] - lab[keys.MEAN_FORCES]
+    np.testing.assert_allclose(lab[keys.FORCE_STD], np.sqrt((spread**2).sum(-1).sum(0) / 2), rtol=1e-4, atol=1e-4)
+    direct = predict(load_teachers(root / "teachers", [2])[0], data)
+    np.testing.assert_allclose(lab[keys.MEMBER_FORCES][2], direct[keys.FORCE], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(lab[keys.MEMBER_NODE_ENERGY][2], direct[keys.NODE_ENERGY], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(data.forces, lj_fluid().forces, rtol=1e-6)  # mapped forces untouched
+    err = ensemble_errors(root / "cg.h5", root / "teachers")
+    assert len(err["member_rmse"]) == 3 and err["n_frames"] == 3
+    # the mean's squared error never exceeds the members' average squared error (Jensen)
+    assert err["mean_rmse"] ** 2 <= np.mean(np.square(err["member_rmse"])) + 1e-6
+
+
+def test_make_labels_replaces_the_group_atomically(ensemble, tmp_path):
+    root, _ = ensemble
+    cg = tmp_path / "cg.h5"
+    write_cg(cg, read_cg(root / "cg.h5"))
+    make_labels(cg, root / "teachers")
+    first = read_labels(cg, [keys.MEAN_FORCES])[keys.MEAN_FORCES]
+    make_labels(cg, root / "teachers")
+    with h5py.File(cg) as h5:
+        assert sorted(h5[keys.LABELS].keys()) == sorted(
+            [keys.MEMBER_FORCES, keys.MEAN_FORCES, keys.FORCE_STD, keys.MEMBER_NODE_ENERGY, keys.MEAN_NODE_ENERGY, keys.MEMBER_ENERGY, keys.MEAN_ENERGY]
+        )
+        np.testing.assert_array_equal(h5[keys.LABELS][keys.MEAN_FORCES][()], first)
+    assert [p.name for p in tmp_path.iterdir()] == ["cg.h5"]  # no temporary file left behind
+    write_cg(tmp_path / "bare.h5", read_cg(cg))
+    with pytest.raises(ValueError, match="no group 'labels'"):
+        read_labels(tmp_path / "bare.h5")
+
+
+def test_uncertainty_weights_formula():
+    sigma = np.array([[0.0, 1.0], [2.0, 3.0]])
+    w = uncertainty_weights(sigma, np.array([0, 1]))
+    s2 = np.mean(sigma**2)
+    raw = 1 / (sigma**2 + s2)
+    np.testing.assert_allclose(w, raw / raw.mean())
+    assert w[0, 0] > w[1, 1]
+    with pytest.raises(ValueError, match="force_std is zero"):
+        uncertainty_weights(np.zeros((2, 2)), np.array([0]))
+
+
+@pytest.mark.parametrize(
+    "force_target,energy_target,uw",
+    [("mean", "node", True), ("teacher", "total", False), ("mapped", "none", False)],
+)
+def test_student_targets(ensemble, tmp_path, force_target, energy_target, uw):
+    root, _ = ensemble
+    info = train_student(
+        root / "cg.h5", root / "teachers", tmp_path / "s", force_target=force_target, energy_target=energy_target,
+        teacher_index=1, preset=TINY, uncertainty_weighting=uw, config=CFG,
+    )
+    assert info["epochs_run"] == 2 and np.isfinite(info["force_rmse_vs_label"])
+    ck = load_checkpoint(tmp_path / "s/checkpoint.pt")
+    terms = [s["term"] for s in json.loads(ck["config"])["losses"]]
+    assert terms == {"none": ["forces"], "node": ["forces", "node_energy"], "total": ["forces", "energy"]}[energy_target]
+    if force_target == "mapped":
+        assert info["force_rmse_vs_label"] == info["force_rmse_vs_mapped"]
+    else:
+        assert info["force_rmse_vs_label"] != info["force_rmse_vs_mapped"]
+    again = train_student(root / "cg.h5", root / "teachers", tmp_path / "s", preset=TINY, config=CFG)
+    assert again == info  # finished: skipped
+
+
+def test_student_errors(ensemble, tmp_path):
+    root, _ = ensemble
+    args = (root / "cg.h5", root / "teachers", tmp_path / "s")
+    with pytest.raises(ValueError, match="force_target"):
+        train_student(*args, force_target="ensemble")
+    with pytest.raises(ValueError, match="energy_target"):
+        train_student(*args, energy_target="atom")
+    with pytest.raises(ValueError, match="teacher_index"):
+        train_student(*args, force_target="teacher", teacher_index=3)
+    with pytest.raises(ValueError, match="energy_weight"):
+        train_student(*args, energy_weight=-1.0)
+    write_cg(tmp_path / "bare.h5", read_cg(root / "cg.h5"))
+    with pytest.raises(ValueError, match="make_labels"):
+        train_student(tmp_path / "bare.h5", root / "teachers", tmp_path / "s2")
+
+
+@pytest.mark.slow
+def test_teachers_in_a_process_pool(ensemble, tmp_path):
+    root, info = ensemble
+    pooled = train_teachers(root / "cg.h5", tmp_path / "t", n_members=3, members=[0, 2], preset=TINY, config=CFG, n_workers=2)
+    assert [p["member"] for p in pooled] == [0, 2]
+    # same seed, same bootstrap, same data: the pooled member 2 equals the serial one
+    a = load_teachers(root / "teachers", [2])[0].state_dict()
+    b = load_teachers(tmp_path / "t", [2])[0].state_dict()
+    assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
