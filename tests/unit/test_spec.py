@@ -1,0 +1,117 @@
+"""System specs: shipped specs load, match their force fields, and bad input is rejected with clear errors."""
+
+import dataclasses
+
+import numpy as np
+import openmm.app as app
+import pytest
+import yaml
+
+from cgkd.io.config import from_dict, to_dict
+from cgkd.io.spec import SYSTEMS_DIR, ProtocolSpec, SystemSpec, load_spec, spec_from_yaml_text
+
+
+def _reline_dict():
+    with open(SYSTEMS_DIR / "reline.yaml") as fh:
+        return yaml.safe_load(fh)
+
+
+def test_shipped_specs_load_with_expected_content():
+    reline = load_spec("reline")
+    assert [(m.residue, m.per_unit) for m in reline.molecules] == [("CHOL", 1), ("CLA", 1), ("UREA", 2)]
+    assert reline.forcefield == ["charmm36.xml", "charmm36/water.xml"]
+    assert reline.default_mapping == "one_bead"
+    assert {"test", "quick", "default", "paper"} <= set(reline.sizes)
+    types = {b.type for beads in reline.mapping().residues.values() for b in beads}
+    assert types == {"CHO", "CL", "URE"}
+    water = load_spec(SYSTEMS_DIR / "water.yaml")
+    assert water.molecules[0].residue == "HOH" and water.rigid_water
+    assert 200 <= water.size("quick").units <= 300
+
+
+@pytest.mark.parametrize("name", ["reline", "water"])
+def test_templates_match_the_force_field(name):
+    spec = load_spec(name)
+    ff = app.ForceField(*spec.forcefield)
+    for mol in spec.molecules:
+        pdb = app.PDBFile(str(spec.template_path(mol)))
+        system = ff.createSystem(app.Modeller(pdb.topology, pdb.positions).topology, nonbondedMethod=app.NoCutoff)
+        assert system.getNumParticles() == pdb.topology.getNumAtoms()
+        tmpl = ff._templates[mol.residue]
+        assert sorted(a.name for a in pdb.topology.atoms()) == sorted(a.name for a in tmpl.atoms)
+        # geometry is physical: every bond between 0.09 and 0.2 nm
+        x = pdb.getPositions(asNumpy=True)._value
+        for b in pdb.topology.bonds():
+            assert 0.09 < np.linalg.norm(x[b[0].index] - x[b[1].index]) < 0.2
+
+
+def test_mappings_partition_each_residue():
+    spec = load_spec("reline")
+    ff = app.ForceField(*spec.forcefield)
+    for mname, mapping in spec.mappings.items():
+        for res, beads in mapping.residues.items():
+            names = [a.name for a in ff._templates[res].atoms]
+            listed = [a for b in beads for a in (names if b.atoms == ["*"] else b.atoms)]
+            assert sorted(listed) == sorted(names), (mname, res)
+    head, tail = spec.mapping("two_bead_choline").residues["CHOL"]
+    assert "N" in head.atoms and {"C2", "C3", "C4"} <= set(head.atoms)
+    assert {"C1", "C5", "OH1", "HO1"} <= set(tail.atoms)
+
+
+def test_spec_yaml_round_trip():
+    spec = load_spec("reline")
+    again = spec_from_yaml_text(spec.to_yaml())
+    assert dataclasses.replace(again, source=spec.source) == spec
+
+
+def test_unknown_key_is_rejected_with_its_path():
+    d = _reline_dict()
+    d["temprature"] = 300
+    with pytest.raises(ValueError, match="temprature"):
+        from_dict(SystemSpec, d)
+    d = _reline_dict()
+    d["sizes"]["quick"]["stepz"] = 1
+    with pytest.raises(ValueError, match=r"sizes\.quick.*stepz"):
+        from_dict(SystemSpec, d)
+
+
+@pytest.mark.parametrize(
+    "path, value, match",
+    [
+        (("temperature",), -5.0, "temperature"),
+        (("pressure",), 0.0, "pressure"),
+        (("density",), 0.0, "density"),
+        (("constraints",), "Hbonds", "constraints"),
+        (("nonbonded", "method"), "Ewald2", "nonbonded.method"),
+        (("default_mapping",), "three_bead", "default_mapping"),
+        (("sizes", "test", "units"), 0, "units"),
+        (("sizes", "test", "report_interval"), 0, "report_interval"),
+        (("sizes", "test", "npt_steps"), -1, "npt_steps"),
+        (("sizes", "test", "cutoff"), -0.5, "cutoff"),
+        (("sizes", "test", "units"), "many", "expected int"),
+        (("molecules",), [], "molecules"),
+    ],
+)
+def test_bad_values_are_rejected(path, value, match):
+    d = _reline_dict()
+    target = d
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ValueError, match=match):
+        from_dict(SystemSpec, d)
+
+
+def test_unknown_size_mapping_and_spec_name():
+    spec = load_spec("reline")
+    with pytest.raises(ValueError, match="size 'huge'.*available"):
+        spec.size("huge")
+    with pytest.raises(ValueError, match="mapping 'nope'"):
+        spec.mapping("nope")
+    with pytest.raises(FileNotFoundError, match="neither a file nor a shipped system"):
+        load_spec("no_such_system")
+
+
+def test_protocol_defaults_round_trip():
+    p = ProtocolSpec(units=3)
+    assert from_dict(ProtocolSpec, to_dict(p)) == p
