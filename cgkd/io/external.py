@@ -109,12 +109,18 @@ def _constraint_pairs(topology, constraints) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _read_trr(path: Path, stride: int):
+def _read_trr(path: Path, stride: int, want_forces: bool):
     from mdtraj.formats import TRRTrajectoryFile
 
     with TRRTrajectoryFile(str(path)) as fh:
         n = len(fh)
-        xyz, time, _step, box, _lambd, _vel, forces = fh._read(n, None, get_velocities=False, get_forces=True)
+        try:
+            xyz, time, _step, box, _lambd, _vel, forces = fh._read(n, None, get_velocities=False,
+                                                                   get_forces=want_forces)
+        except RuntimeError as exc:  # mdtraj: "Forces requested, but none in file"
+            raise ValueError(f"trajectory {path} carries no forces ({exc}); pass them with forces=...") from exc
+    if not want_forces:
+        return xyz[::stride], box[::stride], time[::stride].astype(np.float64), None
     if forces is None or not np.any(forces):
         raise ValueError(f"trajectory {path} carries no forces; pass them with forces=...")
     return xyz[::stride], box[::stride], time[::stride].astype(np.float64), forces[::stride]
@@ -185,7 +191,7 @@ def load_external(
             raise ValueError(f"topology is required for a {suffix} trajectory (e.g. a PDB or GRO file)")
         md_top = mdtraj.load_topology(str(topology))
         if suffix == ".trr":
-            xyz, box, time, frc = _read_trr(trajectory, stride)
+            xyz, box, time, frc = _read_trr(trajectory, stride, want_forces=forces is None)
         else:
             xyz = np.load(trajectory)
             if xyz.ndim != 3 or xyz.shape[2] != 3:
