@@ -165,6 +165,37 @@ def fit_angles(positions, box, types, type_names: Sequence[str], angles, tempera
     return HarmonicAngles(type_names, entries, angles, pos.shape[1])
 
 
+def _narrow_dihedral(phi: np.ndarray, kt: float, names) -> dict:
+    """One cosine matching the circular mean and variance of a narrow distribution.
+
+    ``k (1 + cos(phi - phase))`` has its minimum at ``phase - pi`` and curvature ``k`` there, so
+    ``phase = mean + pi`` and ``k = k_B T / var`` (the harmonic Boltzmann-inversion estimate).
+    """
+    c, s = np.cos(phi).mean(), np.sin(phi).mean()
+    resultant = min(math.hypot(c, s), 1.0)
+    var = -2.0 * math.log(resultant) if resultant > 0 else math.inf
+    if not 1e-8 < var < math.inf:
+        raise PriorFitError(f"dihedral prior {names}: all samples at one angle (circular variance {var:.3g} rad^2)")
+    phase = math.remainder(math.atan2(s, c) + math.pi, 2 * math.pi)
+    return {"n": 1, "k": float(kt / var), "phase": float(phase)}
+
+
+def _fourier_dihedral(x: np.ndarray, counts: np.ndarray, kt: float, n_terms: int) -> List[dict]:
+    """Count-weighted least squares of -kT ln(counts) on 1, cos(n x), sin(n x), n = 1..n_terms."""
+    u = -kt * np.log(counts)
+    cols = [np.ones_like(x)]
+    for n in range(1, n_terms + 1):
+        cols += [np.cos(n * x), np.sin(n * x)]
+    a = np.stack(cols, axis=1)
+    sw = np.sqrt(counts)
+    coef, *_ = np.linalg.lstsq(a * sw[:, None], u * sw, rcond=None)
+    terms = []
+    for n in range(1, n_terms + 1):
+        an, bn = coef[2 * n - 1], coef[2 * n]
+        terms.append({"n": n, "k": float(math.hypot(an, bn)), "phase": float(math.atan2(bn, an))})
+    return terms
+
+
 def fit_dihedrals(
     positions,
     box,
@@ -178,7 +209,9 @@ def fit_dihedrals(
     """Fourier dihedral prior per bead-type quadruple by Boltzmann inversion.
 
     ``dihedrals`` : np.ndarray, shape=(n_dihedrals, 4), int (e.g. ``dihedrals_from_bonds(bonds)``);
-    ``n_terms`` : harmonics n = 1..n_terms. Other arguments as :func:`fit_bonds`.
+    ``n_terms`` : harmonics n = 1..n_terms. A narrow distribution (fewer than 2 n_terms + 1 bins
+    with samples) gets one cosine from its circular mean and variance instead (see
+    :func:`_narrow_dihedral`). Other arguments as :func:`fit_bonds`.
     """
     pos, box, types = _check_inputs(positions, box, types)
     if n_terms < 1:
@@ -190,26 +223,15 @@ def fit_dihedrals(
         names = [type_names[t] for t in key]
         phi = _dihedral_values(pos, box, dihedrals[idx]).ravel()
         phi = phi[np.isfinite(phi)]
+        if phi.size < 10 * MIN_BIN_COUNT:
+            raise PriorFitError(f"dihedral prior {names}: only {phi.size} samples, need at least {10 * MIN_BIN_COUNT}")
         counts, edges = np.histogram(phi, bins=n_bins, range=(-math.pi, math.pi))
         centres = 0.5 * (edges[1:] + edges[:-1])
         ok = counts >= MIN_BIN_COUNT
         if ok.sum() < 2 * n_terms + 1:
-            raise PriorFitError(
-                f"dihedral prior {names}: only {int(ok.sum())} of {n_bins} bins have >= {MIN_BIN_COUNT} samples, "
-                f"need {2 * n_terms + 1} for {n_terms} harmonics"
-            )
-        u = -kt * np.log(counts[ok].astype(float))
-        x = centres[ok]
-        cols = [np.ones_like(x)]
-        for n in range(1, n_terms + 1):
-            cols += [np.cos(n * x), np.sin(n * x)]
-        a = np.stack(cols, axis=1)
-        sw = np.sqrt(counts[ok].astype(float))
-        coef, *_ = np.linalg.lstsq(a * sw[:, None], u * sw, rcond=None)
-        terms = []
-        for n in range(1, n_terms + 1):
-            an, bn = coef[2 * n - 1], coef[2 * n]
-            terms.append({"n": n, "k": float(math.hypot(an, bn)), "phase": float(math.atan2(bn, an))})
+            terms = [_narrow_dihedral(phi, kt, names)]
+        else:
+            terms = _fourier_dihedral(centres[ok], counts[ok].astype(float), kt, n_terms)
         entries.append({"types": names, "terms": terms})
     return FourierDihedrals(type_names, entries, dihedrals, pos.shape[1])
 

@@ -273,9 +273,16 @@ def test_failed_fits_raise_named_errors():
         fit_bonds(pos, None, np.array([0, 1]), TYPES, np.array([[0, 1]]), T)
     with pytest.raises(PriorFitError, match=r"angle prior .* only 3 samples"):
         fit_angles(np.random.default_rng(0).random((3, 3, 3)), None, np.array([0, 1, 2]), TYPES, np.array([[0, 1, 2]]), T)
-    with pytest.raises(PriorFitError, match=r"dihedral prior .*bins"):
-        fit_dihedrals(_dihedral_positions(np.full(1000, 0.3)), None, np.array([0, 1, 2, 0]), TYPES,
-                      np.array([[0, 1, 2, 3]]), T)
+    quad = (np.array([0, 1, 2, 0]), TYPES, np.array([[0, 1, 2, 3]]), T)
+    with pytest.raises(PriorFitError, match=r"dihedral prior \['A', 'B', 'C', 'A'\]: all samples at one angle"):
+        fit_dihedrals(_dihedral_positions(np.full(1000, 0.3)), None, *quad)
+    with pytest.raises(PriorFitError, match=r"dihedral prior \['A', 'B', 'C', 'A'\]: only 20 samples"):
+        fit_dihedrals(_dihedral_positions(np.full(20, 0.3)), None, *quad)
+    # a narrow distribution gets one cosine with the harmonic curvature k_B T / var at its mean
+    narrow = fit_dihedrals(_dihedral_positions(rng.normal(1.0, 0.1, 20000)), None, *quad, n_terms=3)
+    (term,) = narrow.entries[0]["terms"]
+    assert term["n"] == 1 and term["k"] == pytest.approx(kbt(T) / 0.01, rel=0.05)
+    assert term["phase"] == pytest.approx(1.0 - math.pi, abs=0.01)
     with pytest.raises(PriorFitError, match=r"pair_repulsion prior \['A', 'C'\]"):
         pos2, types2, box2 = _hard_core_frames(np.random.default_rng(1), n_frames=2, n=10)
         fit_pair_repulsion(pos2, box2, types2, TYPES, T)
