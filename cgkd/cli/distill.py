@@ -1,0 +1,76 @@
+"""``cgkd distill CG.h5 --teachers DIR --out DIR``: ensemble labels, then a student.
+
+A thin shell over :func:`cgkd.kd.labels.make_labels` and :func:`cgkd.kd.students.train_student`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cgkd.cli.teachers import add_common_training_args, preset_arg, training_config
+from cgkd.kd.students import ENERGY_TARGETS, FORCE_TARGETS
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "distill",
+        help="label the CG data with a teacher ensemble and train a student on the labels",
+        description=(
+            "Evaluate every teacher on every frame and write the ensemble labels (mean/member forces and "
+            "energies, force spread) into the CG file's group 'labels' (atomically; skipped when labels from "
+            "the same teacher folder exist, unless --relabel), then train a student potential on the chosen "
+            "force and energy targets. Resumable: rerunning continues an interrupted student."
+        ),
+    )
+    p.add_argument("cg", help="CG dataset (HDF5, from cgkd map)")
+    p.add_argument("--teachers", required=True, help="teacher folder (from cgkd teachers)")
+    p.add_argument("--out", required=True, help="student folder")
+    p.add_argument("--force-target", choices=FORCE_TARGETS, default="mean", help="force labels; default mean")
+    p.add_argument("--energy-target", choices=ENERGY_TARGETS, default="none", help="energy labels; default none")
+    p.add_argument("--teacher-index", type=int, default=0, help="member used by --force-target teacher; default 0")
+    p.add_argument("--energy-weight", type=float, default=1.0, help="weight of the energy term; default 1")
+    p.add_argument(
+        "--uncertainty-weighting",
+        action="store_true",
+        help="weight each bead's force loss by 1/(sigma^2 + mean sigma^2) of the ensemble spread",
+    )
+    p.add_argument("--relabel", action="store_true", help="recompute the labels even if they exist")
+    add_common_training_args(p)
+    return p
+
+
+def labels_are_current(cg: Path, teacher_dir: Path) -> bool:
+    import h5py
+
+    from cgkd import keys
+
+    with h5py.File(cg, "r") as h5:
+        return keys.LABELS in h5 and h5[keys.LABELS].attrs.get("teacher_dir") == str(teacher_dir.resolve())
+
+
+def run(args) -> int:
+    from cgkd.kd.labels import make_labels
+    from cgkd.kd.students import train_student
+
+    cg, tdir = Path(args.cg), Path(args.teachers)
+    if not cg.is_file():
+        raise FileNotFoundError(f"CG dataset {str(cg)!r} does not exist")
+    if args.relabel or not labels_are_current(cg, tdir):
+        make_labels(cg, tdir)
+    info = train_student(
+        cg,
+        tdir,
+        Path(args.out),
+        force_target=args.force_target,
+        energy_target=args.energy_target,
+        teacher_index=args.teacher_index,
+        arch=args.arch,
+        preset=preset_arg(args.preset),
+        uncertainty_weighting=args.uncertainty_weighting,
+        config=training_config(args),
+        energy_weight=args.energy_weight,
+    )
+    print(json.dumps({k: v for k, v in info.items() if k != "config"}))
+    return 0

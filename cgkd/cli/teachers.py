@@ -1,0 +1,93 @@
+"""``cgkd teachers CG.h5 --out DIR``: train an ensemble of teacher potentials on the mapped forces.
+
+A thin shell over :func:`cgkd.kd.teachers.train_teachers`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from cgkd.io.config import load_yaml
+from cgkd.train.trainer import TrainConfig
+
+
+def add_common_training_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``cgkd teachers`` and ``cgkd distill``."""
+    p.add_argument("--arch", default="hipnn", help="architecture (cgkd.nn.ARCHITECTURES: hipnn, painn); default hipnn")
+    p.add_argument(
+        "--preset", default="small", help="architecture preset (small, large) or a YAML file of its config fields; default small"
+    )
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (overrides the config's max_epochs)")
+    p.add_argument("--config", default=None, help="TrainConfig YAML (cgkd.train.TrainConfig fields; unknown keys rejected)")
+    p.add_argument("--device", default=None, help="cpu or cuda (overrides the config's device)")
+    p.add_argument("--seed", type=int, default=None, help="base seed (overrides the config's seed)")
+
+
+def preset_arg(preset: str):
+    """A preset name, or the dict in a YAML file of architecture config fields."""
+    if preset.endswith((".yaml", ".yml", ".json")):
+        import yaml
+
+        path = Path(preset)
+        if not path.is_file():
+            raise FileNotFoundError(f"--preset file {preset!r} does not exist")
+        data = yaml.safe_load(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"--preset file {preset!r} must hold a mapping of config fields, got {type(data).__name__}")
+        return data
+    return preset
+
+
+def training_config(args) -> TrainConfig:
+    import sys
+
+    cfg = load_yaml(TrainConfig, args.config) if args.config else TrainConfig()
+    over = {"progress": sys.stderr.isatty()}
+    if args.epochs is not None:
+        over["max_epochs"] = args.epochs
+    if args.device is not None:
+        over["device"] = args.device
+    if args.seed is not None:
+        over["seed"] = args.seed
+    return replace(cfg, **over)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "teachers",
+        help="train an ensemble of teacher CG potentials on mapped forces",
+        description=(
+            "Train N teacher CG potentials on the (noisy) mapped forces of a CG dataset. Members differ by seed and "
+            "by a bootstrap resample of the training frames; validation/test frames are held out (the same for all, "
+            "stored in DIR/split.json). Each member is an independent, resumable run in DIR/member_XX: rerunning "
+            "the command resumes unfinished members and skips finished ones."
+        ),
+    )
+    p.add_argument("cg", help="CG dataset (HDF5, from cgkd map)")
+    p.add_argument("--out", required=True, help="teacher folder")
+    p.add_argument("--members", type=int, default=8, help="ensemble size; default 8")
+    p.add_argument("--only", type=int, nargs="+", default=None, metavar="K", help="train only these member indices")
+    p.add_argument("--workers", type=int, default=1, help="members trained in parallel (local processes); default 1")
+    add_common_training_args(p)
+    return p
+
+
+def run(args) -> int:
+    from cgkd.kd.teachers import train_teachers
+
+    info = train_teachers(
+        Path(args.cg),
+        Path(args.out),
+        n_members=args.members,
+        arch=args.arch,
+        preset=preset_arg(args.preset),
+        config=training_config(args),
+        members=args.only,
+        n_workers=args.workers,
+    )
+    for m in info:
+        print(json.dumps({k: m[k] for k in ("member", "best_val", "best_epoch", "epochs_run", "seconds_per_epoch")}))
+    return 0
