@@ -17,6 +17,7 @@ def add_parser(subparsers):
 def run(args) -> int:
     from cgkd.data.cg_h5 import read_cg
     from cgkd.export.artefact import export_cg_potential, type_masses_from_data
+    import cgkd.nn.priors  # noqa: F401  (registers the prior kinds load_potential looks up)
     from cgkd.nn.potential import load_potential
 
     potential = load_potential(args.checkpoint)
