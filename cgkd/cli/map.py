@@ -144,7 +144,8 @@ def run(args) -> int:
     print(f"mapping {report['mapping']!r}, force map {report['force_map']!r}")
     msf = report["msf"]
     base = msf.get("basic")
-    for name, value in msf.items():
+    for name in sorted(msf, key=lambda n: (n != "basic", n)):
+        value = msf[name]
         if isinstance(value, float):
             ratio = f", ratio to basic {value / base:.4f}" if isinstance(base, float) and base > 0 else ""
             print(f"  mapped-force mean square ({name}): {value:.6g} (kJ/mol/nm)^2{ratio}")
