@@ -1,4 +1,4 @@
-"""`cgkd map` on a real tiny reline AA file (built with cgkd.aa.build, a few MD steps with forces)."""
+"""`cgkd map` on a real tiny reline AA file written by cgkd.aa.simulate (size "test", 8 frames)."""
 
 from __future__ import annotations
 
@@ -7,47 +7,23 @@ import importlib.util
 import numpy as np
 import pytest
 
-if importlib.util.find_spec("cgkd.aa.build") is None or importlib.util.find_spec("cgkd.io.aa_h5") is None:
-    pytest.skip("cgkd.aa.build / cgkd.io.aa_h5 (engineer A) are not available", allow_module_level=True)
+if importlib.util.find_spec("cgkd.aa.simulate") is None:
+    pytest.skip("cgkd.aa.simulate (engineer A's AA simulation) is not available", allow_module_level=True)
 
-import openmm as mm  # noqa: E402
-import openmm.unit as u  # noqa: E402
-
-from cgkd.aa.build import build, make_integrator  # noqa: E402
+from cgkd.aa.simulate import simulate  # noqa: E402
 from cgkd.cli.main import main  # noqa: E402
 from cgkd.data import read_cg  # noqa: E402
-from cgkd.io.aa_h5 import AAData, read_aa, write_aa  # noqa: E402
+from cgkd.io.aa_h5 import read_aa  # noqa: E402
 from cgkd.mapping import Mapping  # noqa: E402
 
+pytestmark = pytest.mark.slow  # ~15-20 s: builds and simulates a small reline box
 
 
 @pytest.fixture(scope="module")
 def reline_aa(tmp_path_factory):
-    """A reline 'test'-size box, 8 frames 5 steps apart, written as a cgkd-aa file."""
-    aa_sys = build("reline", size="test", seed=7)
-    integ = make_integrator(aa_sys.spec, seed=7)
-    platform = mm.Platform.getPlatformByName("CPU")
-    ctx = mm.Context(aa_sys.system, integ, platform, {"Threads": "1"})
-    ctx.setPeriodicBoxVectors(*(aa_sys.box * u.nanometer))
-    ctx.setPositions(aa_sys.positions * u.nanometer)
-    ctx.setVelocitiesToTemperature(aa_sys.spec.temperature * u.kelvin, 7)
-    integ.step(20)
-    pos, frc, box, pe, t = [], [], [], [], []
-    for k in range(8):
-        integ.step(5)
-        st = ctx.getState(getPositions=True, getForces=True, getEnergy=True)
-        pos.append(st.getPositions(asNumpy=True).value_in_unit(u.nanometer))
-        frc.append(st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer))
-        box.append(st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer))
-        pe.append(st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole))
-        t.append(st.getTime().value_in_unit(u.picosecond))
-    data = AAData(
-        positions=np.asarray(pos), forces=np.asarray(frc), box=np.asarray(box), potential_energy=np.asarray(pe),
-        time=np.asarray(t), masses=aa_sys.masses, constraints=aa_sys.constraints, topology=aa_sys.topology,
-        spec=aa_sys.spec, temperature=aa_sys.spec.temperature,
-    )
+    """A reline 'test'-size box (build, minimise, short NPT/NVT), 8 production frames 5 steps apart."""
     path = tmp_path_factory.mktemp("aa") / "reline.h5"
-    write_aa(path, data)
+    simulate("reline", "test", path, platform="CPU", production_steps=40, report_interval=5, seed=7, progress=False)
     return path
 
 
