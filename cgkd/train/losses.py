@@ -31,6 +31,10 @@ LOSS_TERMS: Registry = Registry("loss_terms")
 SAMPLE_WEIGHT = "sample_weight"
 #: Batch key of the per-bead weights, shape (N,).
 BEAD_WEIGHT = "bead_weight"
+#: Output key of the positions tensor the forces were taken with respect to (N, 3).
+POSITIONS_LEAF = "positions_leaf"
+#: Batch key of k_B T per frame (G,), kJ/mol, used by score matching.
+KBT = "kbt"
 #: ``LossSpec.source`` values.
 SOURCES = ("batch", "teacher")
 
@@ -106,6 +110,8 @@ class LossTerm(nn.Module):
     default_target: str = ""
     #: The model's forces are needed (computed by autograd in the trainer).
     needs_forces: bool = False
+    #: Derivatives of the forces are needed (the force graph is kept in evaluation too).
+    needs_force_graph: bool = False
 
     def __init__(self, target: str = "", source: str = "batch"):
         super().__init__()
@@ -248,6 +254,39 @@ class VectorFeatureLoss(_FeatureLoss):
     default_target = keys.VECTOR_FEATURES
 
 
+@LOSS_TERMS.register("sliced_score")
+class SlicedScoreLoss(LossTerm):
+    """Sliced score matching for configurations without force labels (kJ^2/mol^2/nm^2 per bead).
+
+    The model's score is ``s = F / kT``. With random projections ``v ~ N(0, I)`` (3N per frame) the
+    sliced score-matching objective ``E_v[v^T (grad_x s) v + (v^T s)^2 / 2]``, multiplied by
+    ``kT^2`` to keep force units, is per frame ``kT v^T (grad_x F) v + (v^T F)^2 / 2``, divided by
+    the frame's bead count. It is minimised by the Boltzmann forces of the sampled ensemble and
+    needs no labels; only k_B T per frame (batch key ``kbt``, kJ/mol). One projection per frame
+    and step, drawn from the global torch RNG (seeded and checkpointed by the trainer).
+    """
+
+    default_target = KBT
+    needs_forces = True
+    needs_force_graph = True
+
+    def forward(self, outputs, batch, teacher_outputs=None):
+        force = outputs[keys.FORCE]
+        if POSITIONS_LEAF not in outputs:
+            raise ValueError("sliced_score needs the positions the forces were computed from (trainer.model_outputs)")
+        kbt = self._get_target(batch, teacher_outputs).to(force.dtype)
+        v = torch.randn(force.shape, dtype=force.dtype, device=force.device)
+        (hv,) = torch.autograd.grad((force * v).sum(), outputs[POSITIONS_LEAF], create_graph=True)
+        g = int(batch["n_graphs"])
+        graph = batch["batch"]
+        quad = torch.zeros(g, dtype=force.dtype, device=force.device).index_add(0, graph, (v * hv).sum(-1))
+        proj = torch.zeros(g, dtype=force.dtype, device=force.device).index_add(0, graph, (v * force).sum(-1))
+        n_per = torch.bincount(graph, minlength=g).to(force.dtype)
+        per_frame = (kbt * quad + 0.5 * proj.pow(2)) / n_per
+        value = weighted_mean(per_frame, frame_weights(batch, force))
+        return value, {"sliced_score": float(value.detach())}
+
+
 class Loss(nn.Module):
     """The weighted sum of loss terms; learned projections inside terms are trained with the model.
 
@@ -274,6 +313,10 @@ class Loss(nn.Module):
     @property
     def needs_forces(self) -> bool:
         return any(t.needs_forces for t in self.terms.values())
+
+    @property
+    def needs_force_graph(self) -> bool:
+        return any(t.needs_force_graph for t in self.terms.values())
 
     @property
     def needs_teacher(self) -> bool:
@@ -311,6 +354,9 @@ __all__ = [
     "NodeEnergyLoss",
     "NodeFeatureLoss",
     "VectorFeatureLoss",
+    "SlicedScoreLoss",
+    "POSITIONS_LEAF",
+    "KBT",
     "SAMPLE_WEIGHT",
     "BEAD_WEIGHT",
     "bead_weights",

@@ -33,7 +33,7 @@ from cgkd import keys
 from cgkd.io.config import to_dict
 from cgkd.train.checkpoint import load_checkpoint, num_threads, rng_state, save_checkpoint, seeded, set_rng_state
 from cgkd.train.frames import FrameSet
-from cgkd.train.losses import Loss, LossSpec
+from cgkd.train.losses import POSITIONS_LEAF, Loss, LossSpec
 from cgkd.train.schedule import ScheduleRow, WeightSchedule
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -151,6 +151,8 @@ def model_outputs(model: nn.Module, batch: Dict[str, Tensor], need_forces: bool,
     if need_forces and keys.FORCE not in out:
         (grad,) = torch.autograd.grad(out[keys.ENERGY].sum(), pos, create_graph=create_graph)
         out[keys.FORCE] = -grad
+    if need_forces:
+        out[POSITIONS_LEAF] = pos  # the tensor forces were differentiated by (for second derivatives)
     return out
 
 
@@ -181,8 +183,8 @@ def evaluate(
     model.eval()
     for batch in frames.batches(indices, batch_size, generator=None, device=device):
         with torch.enable_grad():
-            out = model_outputs(model, batch, need_forces=loss.needs_forces, create_graph=False)
-        value, metrics = loss(out, batch, weights, _teacher_outputs(teacher, batch))
+            out = model_outputs(model, batch, need_forces=loss.needs_forces, create_graph=loss.needs_force_graph)
+            value, metrics = loss(out, batch, weights, _teacher_outputs(teacher, batch))
         w = float(batch["sample_weight"].sum())
         metrics = {"loss": float(value.detach()), **metrics}
         for k, v in metrics.items():
