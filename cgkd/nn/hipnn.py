@@ -118,6 +118,7 @@ class HIPNN(nn.Module):
     config_class = HIPNNConfig
     presets: Dict[str, HIPNNConfig] = {
         "small": HIPNNConfig(n_features=16, n_interactions=1, n_atom_layers=1, n_radial=8),
+        "medium": HIPNNConfig(n_features=32, n_interactions=2, n_atom_layers=1, n_radial=12, tensor_order=1),
         "large": HIPNNConfig(n_features=64, n_interactions=3, n_atom_layers=2, n_radial=16, tensor_order=1),
     }
 

@@ -110,6 +110,7 @@ class PaiNN(nn.Module):
     config_class = PaiNNConfig
     presets: Dict[str, PaiNNConfig] = {
         "small": PaiNNConfig(n_features=16, n_interactions=1, n_radial=8),
+        "medium": PaiNNConfig(n_features=32, n_interactions=2, n_radial=12),
         "large": PaiNNConfig(n_features=64, n_interactions=3, n_radial=16),
     }
 
