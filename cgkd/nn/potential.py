@@ -178,7 +178,10 @@ def potential_config(potential: CGPotential) -> dict:
         raise ValueError(f"potential.model is a {type(model).__name__}, which is not a registered architecture")
     priors = []
     for prior in list(potential.nonbonded_priors) + list(potential.bonded_priors):
-        kind = next(n for n in PRIORS.names() if type(prior) is PRIORS.get(n))
+        kinds = [n for n in PRIORS.names() if type(prior) is PRIORS.get(n)]
+        if not kinds:
+            raise ValueError(f"prior {type(prior).__name__} is not registered in cgkd.nn.PRIORS; it cannot be saved")
+        kind = kinds[0]
         priors.append({"kind": kind, "config": prior.config()})
     return {
         "architecture": arch,
