@@ -18,7 +18,7 @@ def add_common_training_args(p: argparse.ArgumentParser) -> None:
     """Options shared by ``cgkd teachers`` and ``cgkd distill``."""
     p.add_argument("--arch", default="hipnn", help="architecture (cgkd.nn.ARCHITECTURES: hipnn, painn); default hipnn")
     p.add_argument(
-        "--preset", default="small", help="architecture preset (small, large) or a YAML file of its config fields; default small"
+        "--preset", default="small", help="architecture preset (small, medium, large) or a YAML file of its config fields; default small"
     )
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (overrides the config's max_epochs)")
     p.add_argument("--config", default=None, help="TrainConfig YAML (cgkd.train.TrainConfig fields; unknown keys rejected)")
