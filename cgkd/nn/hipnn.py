@@ -6,7 +6,7 @@ every layer (the embedding included) has its own linear energy head and the per-
 the sum of all heads. The interaction message is factorised SchNet-style,
 ``m_ij = (W_s s(r_ij) f_c(r_ij)) * (W_z z_j)``; with ``tensor_order`` 1 or 2 the l=1 (``r_hat``)
 and l=2 (traceless ``r_hat r_hat^T``) sensitivities of HIP-NN-TS add the squared norms of the
-summed vector/tensor messages to the invariant update.
+summed vector/tensor messages (``n_tensor_features`` channels, mixed linearly) to the invariant update.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ class HIPNNConfig:
     cutoff : nm; n_features : hidden width H; n_interactions : interaction layers;
     n_atom_layers : residual MLP layers after each interaction; n_radial : Gaussian sensitivities;
     r_min : first Gaussian centre, nm; activation : silu/tanh/softplus/gelu;
-    tensor_order : 0 (invariant), 1 (+ l=1) or 2 (+ l=1, l=2); energy_scale : kJ/mol.
+    tensor_order : 0 (invariant), 1 (+ l=1) or 2 (+ l=1, l=2); n_tensor_features : channels of
+    each tensor sensitivity (their squared norms are mixed back to H by a linear layer; fewer
+    channels than H keep the (E, 3, C) / (E, 9, C) messages cheap); energy_scale : kJ/mol.
     """
 
     cutoff: float = 0.8
@@ -40,12 +42,13 @@ class HIPNNConfig:
     r_min: float = 0.1
     activation: str = "silu"
     tensor_order: int = 0
+    n_tensor_features: int = 8
     energy_scale: float = 1.0
 
     def __post_init__(self):
         if not self.cutoff > 0:
             raise ValueError(f"cutoff must be positive (nm), got {self.cutoff}")
-        for name in ("n_features", "n_interactions", "n_radial"):
+        for name in ("n_features", "n_interactions", "n_radial", "n_tensor_features"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_atom_layers < 0:
@@ -57,44 +60,48 @@ class HIPNNConfig:
 class HIPInteraction(nn.Module):
     """One interaction layer: invariant (and optional l=1, l=2 tensor) messages summed on centres."""
 
-    def __init__(self, n_in: int, n_out: int, n_radial: int, tensor_order: int):
+    def __init__(self, n_in: int, n_out: int, n_radial: int, tensor_order: int, n_tensor: int):
         super().__init__()
-        n_channels = n_out * (1 + tensor_order)
+        n_channels = n_out + n_tensor * tensor_order
         self.n_out = n_out
+        self.n_tensor = n_tensor
         self.tensor_order = tensor_order
         self.radial = nn.Linear(n_radial, n_channels)
         self.neighbour = nn.Linear(n_in, n_channels, bias=False)
         self.self_term = nn.Linear(n_in, n_out)
+        self.tensor_mix = nn.Linear(n_tensor * max(tensor_order, 1), n_out, bias=False)
 
     def forward(self, z: Tensor, rbf: Tensor, fcut: Tensor, unit: Tensor, edge_index: Tensor):
         i = edge_index[0]
         j = edge_index[1]
         n = z.size(0)
         h = self.n_out
-        w = self.radial(rbf) * fcut.unsqueeze(-1) * self.neighbour(z)[j]  # (E, C)
+        c = self.n_tensor
+        w = self.radial(rbf) * fcut.unsqueeze(-1) * self.neighbour(z)[j]  # (E, h + c * tensor_order)
         m0 = w[:, :h]
         out = self.self_term(z) + torch.zeros(n, h, dtype=z.dtype, device=z.device).index_add(0, i, m0)
         if self.tensor_order >= 1:
-            w1 = w[:, h : 2 * h]
-            v = torch.zeros(n, 3, h, dtype=z.dtype, device=z.device)
+            w1 = w[:, h : h + c]
+            v = torch.zeros(n, 3, c, dtype=z.dtype, device=z.device)
             v = v.index_add(0, i, unit.unsqueeze(-1) * w1.unsqueeze(1))
-            out = out + (v * v).sum(1)
-        if self.tensor_order >= 2:
-            w2 = w[:, 2 * h : 3 * h]
-            eye = torch.eye(3, dtype=z.dtype, device=z.device).reshape(1, 9)
-            q = (unit.unsqueeze(2) * unit.unsqueeze(1)).reshape(-1, 9) - eye / 3.0  # (E, 9)
-            t = torch.zeros(n, 9, h, dtype=z.dtype, device=z.device)
-            t = t.index_add(0, i, q.unsqueeze(-1) * w2.unsqueeze(1))
-            out = out + (t * t).sum(1)
+            invariants = [(v * v).sum(1)]
+            if self.tensor_order >= 2:
+                w2 = w[:, h + c : h + 2 * c]
+                eye = torch.eye(3, dtype=z.dtype, device=z.device).reshape(1, 9)
+                q = (unit.unsqueeze(2) * unit.unsqueeze(1)).reshape(-1, 9) - eye / 3.0  # (E, 9)
+                t = torch.zeros(n, 9, c, dtype=z.dtype, device=z.device)
+                t = t.index_add(0, i, q.unsqueeze(-1) * w2.unsqueeze(1))
+                invariants.append((t * t).sum(1))
+            out = out + self.tensor_mix(torch.cat(invariants, dim=-1))
         return out, m0
 
 
 class HIPBlock(nn.Module):
     """Interaction, residual atom layers and this layer's energy head."""
 
-    def __init__(self, h: int, n_radial: int, tensor_order: int, n_atom_layers: int, act: nn.Module):
+    def __init__(self, h: int, n_radial: int, tensor_order: int, n_tensor: int, n_atom_layers: int, act: nn.Module):
         super().__init__()
-        self.interaction = HIPInteraction(h, h, n_radial, tensor_order)
+        self.interaction = HIPInteraction(h, h, n_radial, tensor_order, n_tensor)
         self.atom_layers = nn.ModuleList([nn.Linear(h, h) for _ in range(n_atom_layers)])
         self.head = nn.Linear(h, 1)
         self.act = act
@@ -119,7 +126,9 @@ class HIPNN(nn.Module):
     presets: Dict[str, HIPNNConfig] = {
         "small": HIPNNConfig(n_features=16, n_interactions=1, n_atom_layers=1, n_radial=8),
         "medium": HIPNNConfig(n_features=32, n_interactions=2, n_atom_layers=1, n_radial=12, tensor_order=1),
-        "large": HIPNNConfig(n_features=64, n_interactions=3, n_atom_layers=2, n_radial=16, tensor_order=1),
+        "large": HIPNNConfig(
+            n_features=64, n_interactions=3, n_atom_layers=2, n_radial=16, tensor_order=1, n_tensor_features=16
+        ),
     }
 
     def __init__(self, config: HIPNNConfig, n_types: int):
@@ -135,7 +144,7 @@ class HIPNN(nn.Module):
         self.head0 = nn.Linear(h, 1)
         self.blocks = nn.ModuleList(
             [
-                HIPBlock(h, config.n_radial, config.tensor_order, config.n_atom_layers, self.act)
+                HIPBlock(h, config.n_radial, config.tensor_order, config.n_tensor_features, config.n_atom_layers, self.act)
                 for _ in range(config.n_interactions)
             ]
         )
