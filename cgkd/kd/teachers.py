@@ -205,6 +205,8 @@ def train_teachers(
         Only these member indices (e.g. one per cluster job); default all.
     n_workers : int
         Members trained at the same time in a local process pool (each with 1 torch thread).
+        The pool starts processes with "spawn": a script calling this with ``n_workers > 1``
+        needs the ``if __name__ == "__main__":`` guard (the ``cgkd`` command has it).
     val_fraction, test_fraction : float
         Held-out blocks of frames (see :func:`make_split`), fixed at the first call.
     bootstrap : bool
