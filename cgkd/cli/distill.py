@@ -51,14 +51,17 @@ def labels_are_current(cg: Path, teacher_dir: Path) -> bool:
 
 
 def run(args) -> int:
-    from cgkd.kd.labels import make_labels
+    from cgkd.kd.labels import ensemble_errors, make_labels
     from cgkd.kd.students import train_student
+    from cgkd.kd.teachers import read_split
 
     cg, tdir = Path(args.cg), Path(args.teachers)
     if not cg.is_file():
         raise FileNotFoundError(f"CG dataset {str(cg)!r} does not exist")
     if args.relabel or not labels_are_current(cg, tdir):
         make_labels(cg, tdir)
+        errors = ensemble_errors(cg, tdir, "test" if read_split(tdir)["test"] else "val")
+        print(json.dumps({"teacher_force_rmse_vs_mapped": errors}))
     info = train_student(
         cg,
         tdir,
