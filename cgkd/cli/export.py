@@ -15,20 +15,8 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from cgkd.data.cg_h5 import read_cg
-    from cgkd.export.artefact import export_cg_potential, type_masses_from_data
-    import cgkd.nn.priors  # noqa: F401  (registers the prior kinds load_potential looks up)
-    from cgkd.nn.potential import load_potential
+    from cgkd.export.artefact import export_checkpoint
 
-    potential = load_potential(args.checkpoint)
-    data = read_cg(args.cg, frames=slice(0, 1))
-    names = list(potential.type_names)
-    missing = sorted(set(data.type_names) - set(names))
-    if missing:
-        raise ValueError(f"the CG dataset has bead types {missing} that the model does not know ({names})")
-    remap = [names.index(data.type_names[t]) for t in data.types]
-    masses = type_masses_from_data(names, remap, data.masses)
-    meta = export_cg_potential(potential, args.out, type_masses=masses, periodic=data.periodic, dtype=args.dtype,
-                               provenance={"checkpoint": str(args.checkpoint), "cg_data": str(args.cg)})
+    meta = export_checkpoint(args.checkpoint, args.cg, args.out, dtype=args.dtype)
     print(json.dumps({k: meta[k] for k in ("type_names", "type_masses", "cutoff", "periodic", "dtype")}))
     return 0

@@ -312,3 +312,27 @@ def export_cg_potential(potential: torch.nn.Module, path: str | Path, *, type_ma
     return export_potential(potential, path, type_names=list(potential.type_names), type_masses=type_masses,
                             cutoff=float(potential.cutoff), periodic=periodic, bonded_priors=potential.bonded_prior_spec(),
                             provenance=prov, dtype=dtype)
+
+
+def export_checkpoint(checkpoint: str | Path, cg_path: str | Path, out: str | Path, *, dtype: Optional[str] = None,
+                      provenance: Optional[dict] = None) -> dict:
+    """Export a trained model file (``cgkd.nn.save_potential``) for the CG system of ``cg_path``.
+
+    Bead masses per type are the mean bead masses of that type in the CG dataset; periodicity follows the
+    dataset. Returns the artefact's metadata.
+    """
+    from cgkd.data.cg_h5 import read_cg
+    import cgkd.nn.priors  # noqa: F401  (registers the prior kinds load_potential looks up)
+    from cgkd.nn.potential import load_potential
+
+    potential = load_potential(checkpoint)
+    data = read_cg(cg_path, frames=slice(0, 1))
+    names = list(potential.type_names)
+    missing = sorted(set(data.type_names) - set(names))
+    if missing:
+        raise ValueError(f"the CG dataset {cg_path} has bead types {missing} that the model does not know ({names})")
+    remap = [names.index(data.type_names[t]) for t in data.types]
+    masses = type_masses_from_data(names, remap, data.masses)
+    prov = {"checkpoint": str(checkpoint), "cg_data": str(cg_path)}
+    prov.update(provenance or {})
+    return export_cg_potential(potential, out, type_masses=masses, periodic=data.periodic, dtype=dtype, provenance=prov)

@@ -1,0 +1,268 @@
+"""The main job: AA MD -> map -> teachers -> labels -> student -> export -> CG MD -> compare.
+
+Each stage writes into its own folder of the run directory and finishes by writing ``stage.json`` (atomically)
+with a hash of everything it depends on; a stage whose ``stage.json`` matches is skipped, so an interrupted run
+continues where it stopped and a changed setting re-runs only the stages downstream of it. Stages that are long
+(AA MD, training, CG MD) are themselves resumable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+from cgkd.io.atomic import write_text
+from cgkd.io.config import to_dict
+from cgkd.io.spec import SystemSpec, load_spec
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Settings of one pipeline preset (sizes, epochs, steps)."""
+
+    size: str  # AA system size from the spec (quick, default, paper, test)
+    force_map: str = "optimal"
+    mapping: Optional[str] = None  # None: the spec's default mapping
+    aa_production_steps: Optional[int] = None  # None: the spec's size protocol
+    n_members: int = 8
+    teacher_arch: str = "hipnn"
+    teacher_preset: str = "large"
+    teacher_epochs: int = 30
+    student_arch: str = "hipnn"
+    student_preset: str = "small"
+    student_epochs: int = 30
+    force_target: str = "mean"
+    energy_target: str = "node"
+    control: bool = True  # also train the student architecture on mapped forces only
+    cg_replicas: int = 2
+    cg_steps: int = 5000
+    cg_timestep: float = 0.004  # ps
+    cg_friction: float = 1.0  # 1/ps
+    cg_report_interval: int = 50
+    backend: Optional[str] = None  # None: TorchForce where it loads, else PythonForce
+    workers: int = 1
+
+
+PRESETS: Dict[str, Preset] = {
+    "test": Preset(
+        size="test", n_members=2, teacher_preset="small", teacher_epochs=2, student_epochs=2,
+        cg_replicas=1, cg_steps=100, cg_report_interval=10, control=False,
+    ),
+    # ~20 minutes on 2 CPU cores: teachers medium (8.5k parameters), students small (1.2k parameters).
+    "quick": Preset(size="quick", teacher_preset="medium", teacher_epochs=15, student_epochs=30, workers=2),
+    "paper": Preset(
+        size="paper", teacher_epochs=200, student_epochs=200, cg_replicas=8, cg_steps=250_000,
+        cg_report_interval=250,
+    ),
+}
+
+STAGES = ["aa", "map", "teachers", "labels", "student", "control", "export", "cgmd", "compare"]
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Run:
+    """A run directory with cached, resumable stages."""
+
+    def __init__(self, spec: SystemSpec, preset: Preset, run_dir: Path, device: str = "cpu",
+                 log: Callable[[str], None] = print):
+        self.spec = spec
+        self.preset = preset
+        self.dir = Path(run_dir)
+        self.device = device
+        self.log = log
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._keys: Dict[str, str] = {}
+
+    def key(self, stage: str, depends: list, settings: dict) -> str:
+        k = _hash({"stage": stage, "upstream": [self._keys[d] for d in depends], "settings": settings})
+        self._keys[stage] = k
+        return k
+
+    def stage(self, name: str, depends: list, settings: dict, body: Callable[[Path], dict]) -> dict:
+        """Run ``body(stage_dir) -> summary`` unless a finished stage with the same key exists."""
+        key = self.key(name, depends, settings)
+        folder = self.dir / name
+        marker = folder / "stage.json"
+        if marker.is_file():
+            done = json.loads(marker.read_text())
+            if done.get("key") == key:
+                self.log(f"[{name:8s}] cached  {done.get('line', '')}")
+                return done["summary"]
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        summary = body(folder)
+        wall = time.perf_counter() - t0
+        line = summary.pop("line", "")
+        write_text(marker, json.dumps({"key": key, "summary": summary, "line": line, "wall_s": wall}, indent=1))
+        self.log(f"[{name:8s}] {wall:7.1f} s  {line}")
+        return summary
+
+
+def _train_config(epochs: int, seed: int, device: str, threads: int | None):
+    from cgkd.train.trainer import TrainConfig
+
+    return TrainConfig(max_epochs=epochs, seed=seed, device=device, threads=threads, progress=False)
+
+
+def run_pipeline(spec: SystemSpec | str | Path, preset: str | Preset = "quick", run_dir: str | Path = "runs/run",
+                 *, device: str = "cpu", log: Callable[[str], None] = print) -> Path:
+    """Run every stage of the pipeline in ``run_dir``; returns the path of the report (``report.md``).
+
+    Parameters
+    ----------
+    spec : SystemSpec, path or shipped name ("reline", "water")
+    preset : "test", "quick", "paper" or a :class:`Preset`
+    run_dir : folder of the run; rerunning the same command resumes and skips finished stages
+    device : torch device for training ("cpu" or "cuda")
+    """
+    if not isinstance(spec, SystemSpec):
+        spec = load_spec(spec)
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)} or a Preset, got {preset!r}")
+        preset = PRESETS[preset]
+    p = preset
+    spec.size(p.size)  # fails early for an unknown size
+    run = Run(spec, p, Path(run_dir), device=device, log=log)
+    threads = 1 if p.workers > 1 else None
+    log(f"cgkd run: system {spec.name}, size {p.size}, run directory {run.dir}")
+
+    def aa(folder: Path) -> dict:
+        from cgkd.aa import simulate
+        from cgkd.io.aa_h5 import read_aa
+
+        out = simulate(spec, size=p.size, out=folder / "aa.h5", production_steps=p.aa_production_steps, progress=True)
+        aa_data = read_aa(out, frames=slice(0, 1))
+        n = read_aa_frames(out)
+        return {"path": str(out), "atoms": aa_data.n_atoms, "frames": n,
+                "line": f"AA MD: {aa_data.n_atoms} atoms, {n} frames -> {out}"}
+
+    s_aa = run.stage("aa", [], {"spec": to_dict(spec) | {"source": ""}, "size": p.size,
+                                 "steps": p.aa_production_steps}, aa)
+
+    def mapping(folder: Path) -> dict:
+        from cgkd.cli.map import map_aa
+        from cgkd.data.cg_h5 import write_cg
+        from cgkd.io.aa_h5 import read_aa
+
+        data, report = map_aa(read_aa(s_aa["path"]), mapping=p.mapping, force_map=p.force_map, source=s_aa["path"])
+        out = folder / "cg.h5"
+        write_cg(out, data)
+        msf = data.attrs.get("mean_squared_force", {})
+        ratio = ""
+        if isinstance(msf, dict) and msf.get("basic") and msf.get("optimal"):
+            ratio = f", mapped-force variance optimal/basic {msf['optimal'] / msf['basic']:.3f}"
+        return {"path": str(out), "beads": data.n_beads, "frames": data.n_frames,
+                "line": f"mapped to {data.n_beads} beads ({', '.join(data.type_names)}), force map {p.force_map}{ratio}"}
+
+    s_map = run.stage("map", ["aa"], {"mapping": p.mapping, "force_map": p.force_map}, mapping)
+    cg_path = s_map["path"]
+
+    def teachers(folder: Path) -> dict:
+        from cgkd.kd import train_teachers
+
+        res = train_teachers(cg_path, folder, n_members=p.n_members, arch=p.teacher_arch, preset=p.teacher_preset,
+                             config=_train_config(p.teacher_epochs, spec.seed, device, threads), n_workers=p.workers)
+        spe = sum(float(r.get("seconds_per_epoch", 0.0)) for r in res) / max(len(res), 1)
+        return {"dir": str(folder), "members": len(res),
+                "line": f"{len(res)} teachers ({p.teacher_arch}/{p.teacher_preset}), {spe:.1f} s/epoch per member"}
+
+    s_t = run.stage("teachers", ["map"], {"n": p.n_members, "arch": p.teacher_arch, "preset": p.teacher_preset,
+                                          "epochs": p.teacher_epochs}, teachers)
+
+    def labels(folder: Path) -> dict:
+        from cgkd.kd import ensemble_errors, make_labels
+
+        out = folder / "cg_labelled.h5"
+        shutil.copyfile(cg_path, out)
+        make_labels(out, s_t["dir"], device=device)
+        err = ensemble_errors(out, s_t["dir"])
+        return {"path": str(out), "errors": err,
+                "line": "held-out force RMSE vs mapped: members "
+                        + ", ".join(f"{x:.1f}" for x in err.get("member_rmse", [])) + f"; ensemble mean {err['mean_rmse']:.1f} kJ/mol/nm"}
+
+    s_l = run.stage("labels", ["teachers"], {}, labels)
+
+    def student_body(force_target: str, energy_target: str):
+        def body(folder: Path) -> dict:
+            from cgkd.kd import train_student
+
+            info = train_student(s_l["path"], s_t["dir"], folder, force_target=force_target,
+                                 energy_target=energy_target, arch=p.student_arch, preset=p.student_preset,
+                                 config=_train_config(p.student_epochs, spec.seed + 1000, device, None))
+            return {"model": str(folder / "model.pt"), "info": info,
+                    "line": f"{p.student_arch}/{p.student_preset} on {force_target} forces + {energy_target} energies: "
+                            f"held-out force RMSE {info['force_rmse_vs_label']:.1f} vs label, "
+                            f"{info['force_rmse_vs_mapped']:.1f} vs mapped kJ/mol/nm"}
+        return body
+
+    student_settings = {"arch": p.student_arch, "preset": p.student_preset, "epochs": p.student_epochs}
+    s_s = run.stage("student", ["labels"], student_settings | {"f": p.force_target, "e": p.energy_target},
+                    student_body(p.force_target, p.energy_target))
+    models = {"teacher": str(Path(s_t["dir"]) / "member_00" / "model.pt"), "student": s_s["model"]}
+    if p.control:
+        s_c = run.stage("control", ["labels"], student_settings, student_body("mapped", "none"))
+        models["control"] = s_c["model"]
+
+    def export(folder: Path) -> dict:
+        from cgkd.export import export_checkpoint
+
+        out = {}
+        for label, model in models.items():
+            path = folder / f"{label}.pt"
+            export_checkpoint(model, cg_path, path)
+            out[label] = str(path)
+        return {"artefacts": out, "line": "exported " + ", ".join(f"{k} -> {v}" for k, v in out.items())}
+
+    s_e = run.stage("export", ["student"] + (["control"] if p.control else []), {"models": sorted(models)}, export)
+
+    def cgmd(folder: Path) -> dict:
+        from cgkd.openmm.md import run_cg_md
+
+        out, parts = {}, []
+        for label, artefact in s_e["artefacts"].items():
+            summary = run_cg_md(artefact, cg_path, folder / label, n_replicas=p.cg_replicas, steps=p.cg_steps,
+                                timestep=p.cg_timestep, friction=p.cg_friction, report_interval=p.cg_report_interval,
+                                backend=p.backend, seed=spec.seed, progress=True)
+            out[label] = {"dir": str(folder / label), "summary": summary}
+            parts.append(f"{label} {summary['survived']}/{summary['n_replicas']} stable, "
+                         f"{summary['ns_per_day'] or float('nan'):.1f} ns/day")
+        return {"runs": out, "line": "; ".join(parts)}
+
+    s_md = run.stage("cgmd", ["export"], {"replicas": p.cg_replicas, "steps": p.cg_steps, "dt": p.cg_timestep,
+                                          "friction": p.cg_friction, "every": p.cg_report_interval,
+                                          "backend": p.backend}, cgmd)
+
+    def compare_body(folder: Path) -> dict:
+        from cgkd.analysis import compare
+
+        res = compare(cg_path, {label: r["dir"] for label, r in s_md["runs"].items()}, folder)
+        rows = []
+        for label, errs in res["errors"].items():
+            by_kind: Dict[str, list] = {}
+            for prop, v in errs.items():
+                by_kind.setdefault(prop.split()[0], []).append(v["tae"])
+            rows.append(label + " " + " ".join(f"{k} {sum(v) / len(v):.3f}" for k, v in sorted(by_kind.items())))
+        return {"report": str(folder / "report.md"), "errors": res["errors"],
+                "line": "mean total absolute error vs AA: " + "; ".join(rows)}
+
+    s_cmp = run.stage("compare", ["cgmd"], {}, compare_body)
+    log(f"report: {s_cmp['report']}")
+    return Path(s_cmp["report"])
+
+
+def read_aa_frames(path) -> int:
+    import h5py
+
+    from cgkd import keys
+
+    with h5py.File(path, "r") as h5:
+        return int(h5[keys.POSITIONS].shape[0])
