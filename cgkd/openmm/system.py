@@ -61,17 +61,25 @@ def torch_force_available() -> bool:
 
 
 class _OpenMMModule(torch.nn.Module):
-    """``forward(positions, box=None) -> energy`` for TorchForce, with the bead types baked in."""
+    """``forward(positions, box=None) -> energy`` for TorchForce, with the bead types baked in.
 
-    def __init__(self, model: torch.nn.Module, types: torch.Tensor, dtype: torch.dtype):
+    ``atoms`` (optional) selects the particles the potential acts on (an OpenMM-ML subset).
+    """
+
+    def __init__(self, model: torch.nn.Module, types: torch.Tensor, dtype: torch.dtype,
+                 atoms: Optional[torch.Tensor] = None):
         super().__init__()
         self.model = model
         self.register_buffer("types", types)
         self.register_buffer("dtype_probe", torch.zeros(0, dtype=dtype))
+        self.subset = atoms is not None
+        self.register_buffer("atoms", atoms if atoms is not None else torch.zeros(0, dtype=torch.int64))
 
     def forward(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor] = None) -> torch.Tensor:
         dtype = self.dtype_probe.dtype
         pos = positions.to(dtype)
+        if self.subset:
+            pos = pos.index_select(0, self.atoms)
         if boxvectors is None:
             box = torch.zeros((3, 3), dtype=dtype, device=positions.device)
         else:
@@ -94,11 +102,13 @@ class TorchCompute:
     periodic : bool
     """
 
-    def __init__(self, model_bytes: bytes, types: np.ndarray, dtype: str, periodic: bool):
+    def __init__(self, model_bytes: bytes, types: np.ndarray, dtype: str, periodic: bool,
+                 atoms: Optional[np.ndarray] = None):
         self.model_bytes = bytes(model_bytes)
         self.types_np = np.asarray(types, dtype=np.int64)
         self.dtype = dtype
         self.periodic = bool(periodic)
+        self.atoms = None if atoms is None else np.asarray(atoms, dtype=np.int64)
         self._setup()
 
     def _setup(self) -> None:
@@ -108,9 +118,11 @@ class TorchCompute:
         self.torch_dtype = DTYPES[self.dtype]
 
     def __getstate__(self):
-        return {"model_bytes": self.model_bytes, "types_np": self.types_np, "dtype": self.dtype, "periodic": self.periodic}
+        return {"model_bytes": self.model_bytes, "types_np": self.types_np, "dtype": self.dtype,
+                "periodic": self.periodic, "atoms": self.atoms}
 
     def __setstate__(self, state):
+        state.setdefault("atoms", None)
         self.__dict__.update(state)
         self._setup()
 
@@ -128,7 +140,12 @@ class TorchCompute:
     def __call__(self, state):
         pos = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
         box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer) if self.periodic else None
-        return self.energy_forces(pos, box)
+        if self.atoms is None:
+            return self.energy_forces(pos, box)
+        energy, sub = self.energy_forces(np.asarray(pos)[self.atoms], box)
+        forces = np.zeros((len(pos), 3))
+        forces[self.atoms] = sub
+        return energy, forces
 
 
 def _as_artefact(artefact) -> Tuple[torch.jit.ScriptModule, dict]:
@@ -342,11 +359,57 @@ def create_system(
     if periodic:
         system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
 
+    add_potential_force(system, (module, metadata), type_idx, backend=backend, periodic=periodic,
+                        use_cuda_graphs=use_cuda_graphs, force_group=0)
+    n_forces = system.getNumForces()
+    add_bonded_priors(system, topology, type_idx, metadata, periodic)
+    for g, f in enumerate(range(n_forces, system.getNumForces()), start=1):
+        system.getForce(f).setForceGroup(g)
+    return system
+
+
+def add_potential_force(system: openmm.System, artefact, types, *, backend: Optional[str] = None, periodic: bool,
+                        use_cuda_graphs: bool = False, atoms: Optional[Sequence[int]] = None,
+                        force_group: int = 0) -> openmm.Force:
+    """Add the network of an exported potential to an existing ``system`` and return the new force.
+
+    Parameters
+    ----------
+    system : openmm.System
+    artefact : str, Path or (module, metadata)
+    types : array-like, shape=(n,), int
+        Type index (into the artefact's ``type_names``) of each particle the potential acts on.
+    backend : {"torch", "python", None}
+    periodic : bool
+    use_cuda_graphs : bool
+    atoms : sequence of int, optional
+        The particles the potential acts on (default: all particles of ``system``, in order).
+    force_group : int
+    """
+    module, metadata = _as_artefact(artefact)
+    if backend is None:
+        backend = "torch" if torch_force_available() else "python"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+    type_idx = np.asarray(types, dtype=np.int64)
+    atom_idx = None
+    if atoms is not None:
+        atom_idx = np.asarray(list(atoms), dtype=np.int64)
+        if atom_idx.size and (atom_idx.min() < 0 or atom_idx.max() >= system.getNumParticles()):
+            raise ValueError(f"atoms must index the system's {system.getNumParticles()} particles")
+        n = len(atom_idx)
+    else:
+        n = system.getNumParticles()
+    if type_idx.shape != (n,):
+        raise ValueError(f"types must have shape ({n},) (one per particle the potential acts on), got {type_idx.shape}")
     dtype = metadata["dtype"]
     if backend == "torch":
+        if not torch_force_available():
+            raise ValueError("backend 'torch' needs openmmtorch, which cannot be imported here; use backend='python'")
         import openmmtorch
 
-        wrapper = torch.jit.script(_OpenMMModule(module, torch.from_numpy(type_idx), DTYPES[dtype]))
+        sub = None if atom_idx is None else torch.from_numpy(atom_idx)
+        wrapper = torch.jit.script(_OpenMMModule(module, torch.from_numpy(type_idx), DTYPES[dtype], sub))
         force = openmmtorch.TorchForce(wrapper)
         force.setUsesPeriodicBoundaryConditions(periodic)
         force.setOutputsForces(False)
@@ -355,13 +418,9 @@ def create_system(
     else:
         buf = io.BytesIO()
         torch.jit.save(module, buf)
-        force = openmm.PythonForce(TorchCompute(buf.getvalue(), type_idx, dtype, periodic))
+        force = openmm.PythonForce(TorchCompute(buf.getvalue(), type_idx, dtype, periodic, atom_idx))
         force.setUsesPeriodicBoundaryConditions(periodic)
     force.setName(f"cgkd potential ({backend})")
-    force.setForceGroup(0)
+    force.setForceGroup(force_group)
     system.addForce(force)
-    n_forces = system.getNumForces()
-    add_bonded_priors(system, topology, type_idx, metadata, periodic)
-    for g, f in enumerate(range(n_forces, system.getNumForces()), start=1):
-        system.getForce(f).setForceGroup(g)
-    return system
+    return force
