@@ -1,0 +1,40 @@
+"""The main job at test size: every stage runs, writes its outputs, and is cached on rerun."""
+
+from dataclasses import replace
+
+import json
+
+import pytest
+
+from cgkd.pipeline import PRESETS, STAGES, run_pipeline
+
+
+@pytest.mark.slow
+def test_pipeline_runs_caches_and_reruns_downstream(tmp_path):
+    lines = []
+    preset = PRESETS["test"]
+    report = run_pipeline("reline", preset, tmp_path / "run", log=lines.append)
+    text = report.read_text()
+    assert "| property | teacher | student |" in text
+    for png in ("rdf.png", "adf.png", "cdf.png"):
+        assert (report.parent / png).stat().st_size > 1000
+    ran = [line.split("]")[0].strip("[ ") for line in lines if line.startswith("[")]
+    assert ran == [s for s in STAGES if s != "control"]
+    summary = json.loads((tmp_path / "run" / "cgmd" / "stage.json").read_text())["summary"]
+    assert set(summary["runs"]) == {"teacher", "student"}
+
+    # Same settings: every stage is taken from its cache.
+    lines.clear()
+    run_pipeline("reline", preset, tmp_path / "run", log=lines.append)
+    assert all("cached" in line for line in lines if line.startswith("["))
+
+    # A student setting changed: upstream stages stay cached, the student and everything after re-run.
+    lines.clear()
+    run_pipeline("reline", replace(preset, student_epochs=3), tmp_path / "run", log=lines.append)
+    cached = {line.split("]")[0].strip("[ ") for line in lines if "cached" in line}
+    assert cached == {"aa", "map", "teachers", "labels"}
+
+
+def test_unknown_preset_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="preset must be one of"):
+        run_pipeline("reline", "huge", tmp_path)
