@@ -1,4 +1,4 @@
-"""Coarse-grained datasets: mapped positions, forces and labels (numpy/HDF5; torch helpers in ``torch_data``)."""
+"""Coarse-grained datasets: mapped positions, forces and labels (numpy/HDF5) and the bonded graph helpers of ``graph``."""
 
 from cgkd.data.cg_h5 import CGData, read_cg, write_cg
 

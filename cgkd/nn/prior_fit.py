@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from cgkd.data.cg_h5 import CGData
-from cgkd.data.torch_data import angles_from_bonds, dihedrals_from_bonds
+from cgkd.data.graph import angles_from_bonds, dihedrals_from_bonds
 from cgkd.nn.neighbors import neighbor_list
 from cgkd.nn.priors import FourierDihedrals, HarmonicAngles, HarmonicBonds, PairRepulsion
 from cgkd.units import kbt

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cgkd.data.cg_h5 import CGData
-from cgkd.data.torch_data import angles_from_bonds, dihedrals_from_bonds
+from cgkd.data.graph import angles_from_bonds, dihedrals_from_bonds
 from cgkd.nn import PRIORS
 from cgkd.nn.prior_fit import (
     PriorFitError,
