@@ -28,7 +28,7 @@ def _frame(n=24, length=1.6, seed=0):
 def _energy_forces(pot, pos, types, box):
     e = pot(pos, types, box)
     (g,) = torch.autograd.grad(e, pos)
-    return float(e), -g.numpy()
+    return float(e.detach()), -g.numpy()
 
 
 def test_energy_and_forces_are_the_members_mean():

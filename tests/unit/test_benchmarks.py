@@ -1,0 +1,109 @@
+"""Pure functions of the benchmark scripts (benchmarks/): box replication, timing, stability, tables."""
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.common import check_device, peak_rss_bytes, reset_peak_rss, rss_bytes
+from benchmarks.force_maps import variance_ratio
+from benchmarks.kd_table import aggregate, kind_errors, markdown_table, row_label, stability
+from benchmarks.speed import replicate_box, time_force_evaluation
+from cgkd.nn import CGPotential, build_model
+
+
+def _potential():
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        model = build_model("hipnn", "small", 2)
+    pot = CGPotential(model, [], ["A", "B"], float(model.cutoff))
+    pot.set_energy_scale(10.0)
+    return torch.jit.script(pot.double().eval())
+
+
+def _box(pot, n=30, seed=0):
+    rng = np.random.default_rng(seed)
+    length = 2.2 * pot.cutoff
+    return rng.random((n, 3)) * length, rng.integers(0, 2, n), np.eye(3) * length
+
+
+def test_replicated_box_energy_is_extensive():
+    pot = _potential()
+    pos, types, box = _box(pot)
+    e1 = time_force_evaluation(pot, pos, types, box, repeats=1)["energy"]
+    pos2, types2, box2 = replicate_box(pos, types, box, 2)
+    assert pos2.shape == (8 * len(pos), 3) and len(types2) == 8 * len(pos)
+    np.testing.assert_allclose(box2, 2 * box)
+    e2 = time_force_evaluation(pot, pos2, types2, box2, repeats=1)["energy"]
+    assert abs(e1) > 1e-6
+    assert e2 == pytest.approx(8 * e1, rel=1e-9)
+
+
+def test_time_force_evaluation_energy_matches_module():
+    pot = _potential()
+    pos, types, box = _box(pot, seed=1)
+    t = time_force_evaluation(pot, pos, types, box, repeats=2)
+    ref = float(pot(torch.tensor(pos), torch.tensor(types), torch.tensor(box)))
+    assert t["energy"] == pytest.approx(ref, rel=1e-12)
+    assert 0 < t["min_s"] <= t["median_s"]
+    with pytest.raises(ValueError, match="repeats"):
+        time_force_evaluation(pot, pos, types, box, repeats=0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(positions=np.zeros((4, 2))), "positions"),
+    (dict(box=np.eye(2)), "box"),
+    (dict(types=np.zeros(3, int)), "types"),
+    (dict(reps=0), "reps"),
+])
+def test_replicate_box_errors(kwargs, match):
+    args = dict(positions=np.zeros((4, 3)), types=np.zeros(4, int), box=np.eye(3), reps=2) | kwargs
+    with pytest.raises(ValueError, match=match):
+        replicate_box(**args)
+
+
+def test_stability():
+    summary = {"steps": 1000, "timestep_ps": 0.004, "replicas": [
+        {"survived": True, "time_to_failure_ps": None},
+        {"survived": False, "time_to_failure_ps": 1.0},
+        {"survived": False, "time_to_failure_ps": 3.0},
+        {"survived": True, "time_to_failure_ps": None}]}
+    s = stability(summary)
+    assert s == {"survival": 0.5, "mttf_ps": 2.0, "simulated_ps": pytest.approx(4.0)}
+    summary["replicas"] = summary["replicas"][:1]
+    assert stability(summary)["mttf_ps"] is None
+    with pytest.raises(ValueError, match="replicas"):
+        stability({"steps": 1, "timestep_ps": 1.0, "replicas": []})
+
+
+def test_kind_errors_aggregate_and_table():
+    errs = {"rdf A-A": {"tae": 0.1}, "rdf A-B": {"tae": 0.3}, "adf A-A-A": {"tae": 0.5}}
+    assert kind_errors(errs) == {"adf": 0.5, "rdf": pytest.approx(0.2)}
+    rows = [{"label": "control", "x": 1.0}, {"label": "control", "x": 3.0}, {"label": "teacher", "x": None},
+            {"label": "teacher", "x": 5.0}]
+    t = aggregate(rows, ["x"])
+    assert t["control"]["x"] == {"mean": 2.0, "std": pytest.approx(np.sqrt(2.0)), "n": 2}
+    assert t["teacher"]["x"] == {"mean": 5.0, "std": None, "n": 1}
+    md = markdown_table(t, ["x"])
+    assert "| control | 2 ± 1.4 (n=2) |" in md and "| teacher | 5 (n=1) |" in md
+    assert row_label("mapped", "none") == "control" and row_label("mean", "node") == "student:mean/node"
+
+
+def test_variance_ratio():
+    assert variance_ratio({"basic": 4.0, "optimal": 3.0}) == 0.75
+    assert variance_ratio({"basic": 4.0, "optimal": "not available: constraints"}) is None
+    with pytest.raises(ValueError, match="basic"):
+        variance_ratio({"basic": 0.0, "optimal": 1.0})
+
+
+def test_check_device_and_rss():
+    assert check_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="device must be one of"):
+        check_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            check_device("cuda")
+    reset_peak_rss()
+    base = rss_bytes()
+    block = np.ones(50_000_000 // 8)  # 50 MB touched
+    assert peak_rss_bytes() - base > 40_000_000
+    del block
