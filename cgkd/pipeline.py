@@ -12,7 +12,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
@@ -149,7 +149,7 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Preset = "quick", 
                                  "steps": p.aa_production_steps}, aa)
 
     def mapping(folder: Path) -> dict:
-        from cgkd.cli.map import map_aa
+        from cgkd.data.mapped import map_aa
         from cgkd.data.cg_h5 import write_cg
         from cgkd.io.aa_h5 import read_aa
 

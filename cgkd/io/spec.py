@@ -6,7 +6,6 @@ rejected. Paths inside a spec (templates) are relative to the spec file's folder
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional

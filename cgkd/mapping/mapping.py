@@ -251,7 +251,7 @@ class Mapping:
         """Map a trajectory to the arrays of a CG dataset (the keyword arguments of ``cgkd.data.CGData``).
 
         ``cgkd.mapping`` must not import ``cgkd.data`` (layering), so this returns plain arrays;
-        ``cgkd.cli.map.map_aa`` adds temperature, time and provenance and builds the ``CGData``.
+        ``cgkd.data.mapped.map_aa`` adds temperature, time and provenance and builds the ``CGData``.
 
         Parameters
         ----------
