@@ -25,6 +25,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from benchmarks.common import ROOT, check_device, save_result
+from cgkd import keys
 
 FORCE_MAPS = ("basic", "optimal")
 
@@ -89,7 +90,7 @@ def train_and_cross_evaluate(datasets: dict, folder: Path, p: ForceMapPreset, de
         train_teachers(cg, sub / "model", n_members=1, arch=p.arch, preset=p.preset, bootstrap=False,
                        config=TrainConfig(max_epochs=p.epochs, seed=0, device=device, progress=False))
         test = np.asarray(read_split(sub / "model")["test"], dtype=np.int64)
-        pred = predict(load_teachers(sub / "model")[0], data.subset(test))["forces"]
+        pred = predict(load_teachers(sub / "model")[0], data.subset(test))[keys.FORCE]
         out[fm] = {"train_s": time.perf_counter() - t0,
                    "rmse_vs": {ref: force_rmse(pred, datasets[ref].forces[test]) for ref in datasets}}
     return out

@@ -26,7 +26,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from benchmarks.common import check_device, peak_rss_bytes, reset_peak_rss, rss_bytes, save_result
+from benchmarks.common import ROOT, check_device, peak_rss_bytes, reset_peak_rss, rss_bytes, save_result
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,9 @@ def replicate_box(positions: np.ndarray, types: np.ndarray, box: np.ndarray, rep
     return pos, np.tile(np.asarray(types), len(shifts)), box * reps
 
 
-def time_force_evaluation(module, positions, types, box, repeats: int = 10, device: str = "cpu") -> Dict[str, float]:
-    """Median seconds of one energy + forces (autograd) evaluation of a scripted potential, after one warm-up.
+def time_force_evaluation(module, positions, types, box, repeats: int = 10, device: str = "cpu", warmup: int = 3) -> Dict[str, float]:
+    """Median seconds of one energy + forces (autograd) evaluation of a scripted potential, after ``warmup``
+    calls (TorchScript's profiling executor specialises and optimises during the first calls).
 
     Parameters
     ----------
@@ -95,13 +96,15 @@ def time_force_evaluation(module, positions, types, box, repeats: int = 10, devi
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
     dtype = next(iter(module.parameters())).dtype
     pos = torch.tensor(positions, dtype=dtype, device=device)
     typ = torch.as_tensor(np.asarray(types), dtype=torch.int64, device=device)
     bx = torch.tensor(box, dtype=dtype, device=device)
     times: List[float] = []
     energy = 0.0
-    for _ in range(repeats + 1):
+    for _ in range(repeats + warmup):
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -113,28 +116,48 @@ def time_force_evaluation(module, positions, types, box, repeats: int = 10, devi
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
         del g
-    return {"median_s": float(np.median(times[1:])), "min_s": float(min(times[1:])), "energy": energy}
+    return {"median_s": float(np.median(times[warmup:])), "min_s": float(min(times[warmup:])), "energy": energy}
 
 
-def scaling(module, positions, types, box, reps_list: Sequence[int], repeats: int, device: str) -> List[dict]:
-    """Cost per bead-step and peak-RSS increase per bead for the box replicated ``k^3`` times."""
+def _scaling_point(args) -> dict:
+    """One box size in a fresh process (so that the peak-RSS increase is not hidden by freed memory that
+    an earlier, larger evaluation left to the allocator)."""
+    artefact, cg_path, k, repeats, device = args
+    from cgkd.data.cg_h5 import read_cg
+    from cgkd.export import load_potential_artefact
+
+    module, meta = load_potential_artefact(artefact, device=device)
+    data = read_cg(cg_path, frames=slice(0, 1))
+    types = np.array([list(meta["type_names"]).index(data.type_names[t]) for t in data.types])
+    pos, typ, bx = replicate_box(data.positions[0], types, data.box[0], k)
+    gc.collect()
+    base = rss_bytes()
+    reset_peak_rss()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t = time_force_evaluation(module, pos, typ, bx, repeats=repeats, device=device)
+    peak = peak_rss_bytes() - base
+    n = len(pos)
+    row = {"reps": int(k), "n_beads": n, "seconds": t["median_s"], "us_per_bead_step": 1e6 * t["median_s"] / n,
+           "peak_rss_increase_bytes_per_bead": peak / n, "energy_per_bead": t["energy"] / n,
+           "torch_threads": torch.get_num_threads()}
+    if device == "cuda":
+        row["cuda_peak_bytes_per_bead"] = torch.cuda.max_memory_allocated() / n
+    return row
+
+
+def scaling(artefact, cg_path, reps_list: Sequence[int], repeats: int, device: str) -> List[dict]:
+    """Cost per bead-step and peak-RSS increase per bead of energy + forces for the CG box of ``cg_path``
+    replicated ``k^3`` times, each size measured in its own (spawned) process."""
+    import multiprocessing
+
     rows = []
+    ctx = multiprocessing.get_context("spawn")
     for k in reps_list:
-        pos, typ, bx = replicate_box(positions, types, box, k)
-        gc.collect()
-        base = rss_bytes()
-        reset_peak_rss()
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        t = time_force_evaluation(module, pos, typ, bx, repeats=repeats, device=device)
-        peak = peak_rss_bytes() - base
-        n = len(pos)
-        row = {"reps": int(k), "n_beads": n, "seconds": t["median_s"], "us_per_bead_step": 1e6 * t["median_s"] / n,
-               "peak_rss_increase_bytes_per_bead": peak / n, "energy_per_bead": t["energy"] / n}
-        if device == "cuda":
-            row["cuda_peak_bytes_per_bead"] = torch.cuda.max_memory_allocated() / n
+        with ctx.Pool(1) as pool:
+            row = pool.map(_scaling_point, [(str(artefact), str(cg_path), int(k), repeats, device)])[0]
         rows.append(row)
-        print(f"  {n:7d} beads: {row['us_per_bead_step']:.2f} us/bead-step, "
+        print(f"  {row['n_beads']:7d} beads: {row['us_per_bead_step']:.2f} us/bead-step, "
               f"{row['peak_rss_increase_bytes_per_bead'] / 1024:.2f} KiB/bead peak RSS increase", flush=True)
     return rows
 
@@ -204,15 +227,19 @@ def main(argv=None) -> int:
     run = Path(args.run_dir)
     cg_path = run / "map" / "cg.h5"
     student_pt = run / "export" / "student.pt"
-    for f in (cg_path, student_pt, run / "teachers" / "ensemble.json"):
+    for f in (cg_path, run / "student" / "model.pt", run / "teachers" / "ensemble.json"):
         if not f.exists():
             raise FileNotFoundError(f"{f} does not exist; finish `cgkd run` in {run} first")
 
     from cgkd.data.cg_h5 import read_cg
-    from cgkd.export import export_cg_potential, load_potential_artefact
+    from cgkd.export import export_cg_potential, export_checkpoint, load_potential_artefact
     from cgkd.kd.teachers import load_teachers
     from cgkd.nn.ensemble import EnsemblePotential
 
+    if not student_pt.is_file():  # the run has not reached its export stage: export the student here
+        student_pt = ROOT / "benchmarks" / "runs" / "speed_student.pt"
+        student_pt.parent.mkdir(parents=True, exist_ok=True)
+        export_checkpoint(run / "student" / "model.pt", cg_path, student_pt)
     data = read_cg(cg_path, frames=slice(0, 1))
     student, meta = load_potential_artefact(student_pt, device=device)
     types = np.array([list(meta["type_names"]).index(data.type_names[t]) for t in data.types])
@@ -241,7 +268,7 @@ def main(argv=None) -> int:
                 print(f"  CG {backend}: {md[backend]['ns_per_day']:.2f} ns/day", flush=True)
             result["md"] = md
         if "scaling" not in args.skip:
-            result["scaling"] = {"student": scaling(student, pos, types, box, p.scaling_reps, p.scaling_repeats, device)}
+            result["scaling"] = {"student": scaling(student_pt, cg_path, p.scaling_reps, p.scaling_repeats, device)}
     if "training" not in args.skip:
         result["training"] = training_throughput(int(data.n_beads), p.train_presets, p.train_repeats)
     out = save_result(f"speed_{args.preset}_{device}", result, args.out)

@@ -47,6 +47,8 @@ def test_time_force_evaluation_energy_matches_module():
     assert 0 < t["min_s"] <= t["median_s"]
     with pytest.raises(ValueError, match="repeats"):
         time_force_evaluation(pot, pos, types, box, repeats=0)
+    with pytest.raises(ValueError, match="warmup"):
+        time_force_evaluation(pot, pos, types, box, repeats=1, warmup=-1)
 
 
 @pytest.mark.parametrize("kwargs, match", [
