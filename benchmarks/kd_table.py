@@ -84,10 +84,10 @@ def stability(summary: dict) -> dict:
 
 def kind_errors(errors: Dict[str, dict]) -> Dict[str, float]:
     """Mean total absolute error per property kind (``rdf``, ``adf``, ``cdf``, ...) of one candidate's
-    ``compare`` errors (keys like ``"rdf CHO-CL"``)."""
+    ``compare`` errors (keys like ``"RDF CHO-CL"``), lower-cased."""
     by: Dict[str, list] = {}
     for prop, v in errors.items():
-        by.setdefault(prop.split()[0], []).append(float(v["tae"]))
+        by.setdefault(prop.split()[0].lower(), []).append(float(v["tae"]))
     return {k: float(np.mean(v)) for k, v in sorted(by.items())}
 
 

@@ -78,7 +78,7 @@ def test_stability():
 
 
 def test_kind_errors_aggregate_and_table():
-    errs = {"rdf A-A": {"tae": 0.1}, "rdf A-B": {"tae": 0.3}, "adf A-A-A": {"tae": 0.5}}
+    errs = {"RDF A-A": {"tae": 0.1}, "RDF A-B": {"tae": 0.3}, "ADF A-A-A": {"tae": 0.5}}
     assert kind_errors(errs) == {"adf": 0.5, "rdf": pytest.approx(0.2)}
     rows = [{"label": "control", "x": 1.0}, {"label": "control", "x": 3.0}, {"label": "teacher", "x": None},
             {"label": "teacher", "x": 5.0}]
