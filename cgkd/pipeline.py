@@ -197,7 +197,7 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Preset = "quick", 
 
             info = train_student(s_l["path"], s_t["dir"], folder, force_target=force_target,
                                  energy_target=energy_target, arch=p.student_arch, preset=p.student_preset,
-                                 config=_train_config(p.student_epochs, spec.seed + 1000, device, None))
+                                 config=_train_config(p.student_epochs, spec.seed + 1000, device, 1))
             return {"model": str(folder / "model.pt"), "info": info,
                     "line": f"{p.student_arch}/{p.student_preset} on {force_target} forces + {energy_target} energies: "
                             f"held-out force RMSE {info['force_rmse_vs_label']:.1f} vs label, "

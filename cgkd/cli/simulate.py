@@ -20,6 +20,8 @@ def add_parser(subparsers):
     p.add_argument("--platform", default=None, help="OpenMM platform (Reference, CPU, CUDA, ...)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-distance", type=float, default=None, help="nm; default 0.8 x the smallest mapped AA distance")
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="torch threads for the model (default 1: fastest for small CG models, robust on busy machines)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -30,6 +32,7 @@ def run(args) -> int:
     summary = run_cg_md(args.model, args.cg, args.out, n_replicas=args.replicas, steps=args.steps,
                         timestep=args.timestep, friction=args.friction, temperature=args.temperature,
                         report_interval=args.report_interval, backend=args.backend, platform=args.platform,
-                        seed=args.seed, min_distance=args.min_distance, progress=not args.no_progress)
+                        seed=args.seed, min_distance=args.min_distance, progress=not args.no_progress,
+                        torch_threads=args.torch_threads)
     print(json.dumps({k: summary[k] for k in ("n_replicas", "survived", "steps_per_s", "ns_per_day", "platform")}))
     return 0 if summary["survived"] > 0 else 1
