@@ -5,6 +5,7 @@ import json
 
 import mdtraj
 import numpy as np
+import torch
 import pytest
 
 from cgkd.data.cg_h5 import CGData, write_cg
@@ -111,3 +112,14 @@ def test_bad_arguments(tmp_path, artefact):
     data.type_names = ["A", "C"]
     with pytest.raises(ValueError, match="does not know"):
         run_cg_md(artefact, data, tmp_path, steps=10, progress=False)
+
+
+def test_torch_threads_are_set_and_restored(tmp_path, artefact):
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_cg_md(artefact, _data(n_frames=1), tmp_path / "run", n_replicas=1, steps=20, report_interval=10,
+                  min_distance=0.0, progress=False, torch_threads=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
