@@ -185,3 +185,13 @@ def test_bad_inputs(tmp_path):
         load_frames(tmp_path)
     with pytest.raises(ValueError, match="at least one"):
         compare(_cg(fr.positions[:, :60]), {}, tmp_path / "x")
+
+
+def test_first_minimum_ignores_noise_dips_on_a_shoulder():
+    # a peak at 0.43 nm, a shoulder at 0.52 nm and the shell minimum at 0.72 nm, with bin-to-bin noise
+    r = np.linspace(0.005, 1.105, 100)
+    g = 1 + 0.8 * np.exp(-((r - 0.43) / 0.06) ** 2) + 0.3 * np.exp(-((r - 0.52) / 0.08) ** 2)
+    g -= 0.2 * np.exp(-((r - 0.72) / 0.08) ** 2)
+    g *= r > 0.33
+    g += 0.04 * np.where(np.arange(100) % 2 == 0, 1.0, -1.0) * (r > 0.45)
+    assert first_minimum(r, g) == pytest.approx(0.72, abs=0.04)
