@@ -105,3 +105,22 @@ def config_dict(cfg) -> dict:
 def one_hot(types: Tensor, n_types: int, dtype: torch.dtype) -> Tensor:
     """One-hot encoding, shape (N, n_types), ``dtype``."""
     return torch.nn.functional.one_hot(types, n_types).to(dtype)
+
+
+def edge_geometry(positions: Tensor, edge_index: Tensor, edge_shifts: Tensor):
+    """Edge vectors j - i (nm, with periodic shifts), their lengths (E,) and unit vectors (E, 3)."""
+    vec = positions[edge_index[1]] - positions[edge_index[0]] + edge_shifts
+    r = torch.sqrt((vec * vec).sum(-1))
+    return vec, r, vec / r.unsqueeze(-1)
+
+
+class RepresentationModel(nn.Module):
+    """Common base of the architectures: a per-type scale/shift of the node energies (``self.scale_shift``)."""
+
+    scale_shift: TypeScaleShift
+
+    def set_energy_scale(self, value: float) -> None:
+        """Set the global energy scale, kJ/mol (see :mod:`cgkd.nn.base`)."""
+        if not value > 0:
+            raise ValueError(f"energy scale must be positive (kJ/mol), got {value}")
+        self.scale_shift.energy_scale.fill_(float(value))

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from cgkd import keys
-from cgkd.nn.base import ARCHITECTURES, TypeScaleShift, one_hot
+from cgkd.nn.base import ARCHITECTURES, RepresentationModel, TypeScaleShift, edge_geometry, one_hot
 from cgkd.nn.radial import CosineCutoff, GaussianBasis, activation
 
 #: Added under the square root of |V v| so its gradient is finite when v = 0.
@@ -100,7 +100,7 @@ class PaiNNBlock(nn.Module):
 
 
 @ARCHITECTURES.register("painn")
-class PaiNN(nn.Module):
+class PaiNN(RepresentationModel):
     """PaiNN-like equivariant CG potential; see the module docstring.
 
     ``forward`` follows docs/design.md ("Models") and returns NODE_ENERGY (N,) kJ/mol,
@@ -129,18 +129,10 @@ class PaiNN(nn.Module):
         self.readout = nn.Sequential(nn.Linear(h, h), act, nn.Linear(h, 1))
         self.scale_shift = TypeScaleShift(n_types, config.energy_scale)
 
-    def set_energy_scale(self, value: float) -> None:
-        """Set the global energy scale, kJ/mol (see :mod:`cgkd.nn.base`)."""
-        if not value > 0:
-            raise ValueError(f"energy scale must be positive (kJ/mol), got {value}")
-        self.scale_shift.energy_scale.fill_(float(value))
-
     def forward(
         self, positions: Tensor, types: Tensor, edge_index: Tensor, edge_shifts: Tensor, batch: Tensor, n_graphs: int
     ) -> Dict[str, Tensor]:
-        vec = positions[edge_index[1]] - positions[edge_index[0]] + edge_shifts
-        r = torch.sqrt((vec * vec).sum(-1))
-        unit = vec / r.unsqueeze(-1)
+        _, r, unit = edge_geometry(positions, edge_index, edge_shifts)
         rbf = self.rbf(r)
         fcut = self.fcut(r)
         s = self.embedding(one_hot(types, self.n_types, positions.dtype))
