@@ -13,8 +13,6 @@ import json
 import time
 
 import numpy as np
-import openmm as mm
-import openmm.unit as u
 import pytest
 
 from cgkd import keys
@@ -22,6 +20,7 @@ from cgkd.data.cg_h5 import CGData, write_cg
 from cgkd.kd import ensemble_errors, make_labels, read_labels, train_student, train_teachers
 from cgkd.kd.labels import force_rmse
 from cgkd.train import TrainConfig
+from lj_fluid import simulate_lj
 
 NOISE = 1.0  # noise std / RMS true force component
 ARCH = dict(n_features=16, n_interactions=1, n_atom_layers=1, n_radial=12, cutoff=0.7)
@@ -30,31 +29,7 @@ CONFIG = TrainConfig(max_epochs=5, batch_size=8, lr=1e-2, early_stopping=0)
 
 def lj_fluid(n_side: int = 4, n_frames: int = 100, stride: int = 25, temperature: float = 120.0, seed: int = 7):
     """Positions (F, N, 3) nm, true forces (F, N, 3) kJ/mol/nm and box length (nm) of LJ argon."""
-    n, sigma, eps = n_side**3, 0.34, 0.996
-    box = (n / 0.8) ** (1 / 3) * sigma
-    system = mm.System()
-    system.setDefaultPeriodicBoxVectors(mm.Vec3(box, 0, 0), mm.Vec3(0, box, 0), mm.Vec3(0, 0, box))
-    nb = mm.NonbondedForce()
-    nb.setNonbondedMethod(mm.NonbondedForce.CutoffPeriodic)
-    nb.setCutoffDistance(0.7)
-    for _ in range(n):
-        system.addParticle(39.948)
-        nb.addParticle(0.0, sigma, eps)
-    system.addForce(nb)
-    g = (np.arange(n_side) + 0.5) * box / n_side
-    integ = mm.LangevinMiddleIntegrator(temperature, 5.0, 0.005)
-    integ.setRandomNumberSeed(seed)
-    ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("Reference"))
-    ctx.setPositions(np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3))
-    ctx.setVelocitiesToTemperature(temperature, seed)
-    integ.step(500)
-    pos, frc = [], []
-    for _ in range(n_frames):
-        integ.step(stride)
-        st = ctx.getState(getPositions=True, getForces=True)
-        pos.append(st.getPositions(asNumpy=True).value_in_unit(u.nanometer) % box)
-        frc.append(st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer))
-    return np.array(pos), np.array(frc), box
+    return simulate_lj(n_side, n_frames, stride, temperature, seed, cutoff=0.7, equilibration=500)
 
 
 @pytest.mark.slow

@@ -7,8 +7,6 @@ import os
 
 import h5py
 import numpy as np
-import openmm as mm
-import openmm.unit as u
 import pytest
 import torch
 
@@ -20,39 +18,18 @@ from cgkd.kd.students import uncertainty_weights
 from cgkd.kd.teachers import bootstrap_indices, make_split, member_dir, read_split
 from cgkd.registry import UnknownNameError
 from cgkd.train import TrainConfig, load_checkpoint
+from lj_fluid import simulate_lj
 
 TINY = dict(n_features=8, n_interactions=1, n_atom_layers=1, n_radial=6, cutoff=0.45)
 
 
 def lj_fluid(n_side: int = 3, n_frames: int = 30, stride: int = 20, temperature: float = 120.0, seed: int = 1) -> CGData:
     """Lennard-Jones argon (sigma 0.34 nm, eps 0.996 kJ/mol) at reduced density 0.8, exact forces."""
-    n, sigma, eps = n_side**3, 0.34, 0.996
-    box = (n / 0.8) ** (1 / 3) * sigma
-    system = mm.System()
-    system.setDefaultPeriodicBoxVectors(mm.Vec3(box, 0, 0), mm.Vec3(0, box, 0), mm.Vec3(0, 0, box))
-    nb = mm.NonbondedForce()
-    nb.setNonbondedMethod(mm.NonbondedForce.CutoffPeriodic)
-    nb.setCutoffDistance(0.49 * box)
-    for _ in range(n):
-        system.addParticle(39.948)
-        nb.addParticle(0.0, sigma, eps)
-    system.addForce(nb)
-    g = (np.arange(n_side) + 0.5) * box / n_side
-    integ = mm.LangevinMiddleIntegrator(temperature, 5.0, 0.005)
-    integ.setRandomNumberSeed(seed)
-    ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("Reference"))
-    ctx.setPositions(np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3))
-    ctx.setVelocitiesToTemperature(temperature, seed)
-    integ.step(300)
-    pos, frc = [], []
-    for _ in range(n_frames):
-        integ.step(stride)
-        st = ctx.getState(getPositions=True, getForces=True)
-        pos.append(st.getPositions(asNumpy=True).value_in_unit(u.nanometer) % box)
-        frc.append(st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer))
+    pos, frc, box = simulate_lj(n_side, n_frames, stride, temperature, seed)
+    n = n_side**3
     return CGData(
-        positions=np.array(pos),
-        forces=np.array(frc),
+        positions=pos,
+        forces=frc,
         box=np.tile(np.eye(3) * box, (n_frames, 1, 1)),
         types=np.zeros(n, dtype=np.int64),
         type_names=["AR"],
