@@ -16,7 +16,6 @@ from typing import Dict, List, Sequence
 import torch
 from torch import Tensor, nn
 
-from cgkd import keys
 from cgkd.nn.neighbors import neighbor_list
 
 
@@ -67,13 +66,9 @@ class EnsemblePotential(nn.Module):
         Tensor, shape=(), kJ/mol
         """
         edge_index, edge_shifts = neighbor_list(positions, box, self.cutoff)
-        batch = torch.zeros(positions.size(0), dtype=torch.int64, device=positions.device)
         energy = torch.zeros((), dtype=positions.dtype, device=positions.device)
         for member in self.members:
-            out = member.model(positions, types, edge_index, edge_shifts, batch, 1)
-            energy = energy + out[keys.NODE_ENERGY].sum()
-            for prior in member.nonbonded_priors:
-                energy = energy + prior(positions, types, edge_index, edge_shifts, batch, 1).sum()
+            energy = energy + member.energy_on_edges(positions, types, edge_index, edge_shifts)
         return energy / self.n_members
 
     @torch.jit.unused

@@ -84,6 +84,14 @@ class CGPotential(nn.Module):
         Tensor, shape=(), kJ/mol
         """
         edge_index, edge_shifts = neighbor_list(positions, box, self.cutoff)
+        return self.energy_on_edges(positions, types, edge_index, edge_shifts)
+
+    @torch.jit.export
+    def energy_on_edges(self, positions: Tensor, types: Tensor, edge_index: Tensor, edge_shifts: Tensor) -> Tensor:
+        """Energy (kJ/mol) of one frame on a given neighbour list (network + non-bonded priors).
+
+        Lets several potentials with the same cutoff share one neighbour list (``EnsemblePotential``).
+        """
         batch = torch.zeros(positions.size(0), dtype=torch.int64, device=positions.device)
         out = self.model(positions, types, edge_index, edge_shifts, batch, 1)
         energy = out[keys.NODE_ENERGY].sum()
