@@ -135,8 +135,23 @@ def ensure_run(spec: str, pipeline: str, run_dir: Path, device: str) -> None:
 
 
 def run_table(p: KDPreset, run_dir: Path, out_dir: Path, device: str = "cpu", student_arch: str = "hipnn",
-              student_preset: str = "small", log=print) -> dict:
-    """Train, export, simulate and compare every row of ``p`` for every seed; returns the result dict."""
+              student_preset: str = "small", log=print, shard: Optional[Tuple[int, int]] = None) -> dict:
+    """Train, export, simulate and compare every row of ``p`` for every seed; returns the result dict.
+
+    ``shard=(k, n)`` does only every n-th student training and CG MD job starting at job k, and skips the
+    comparison (returns ``{"shard": ..., "done": [...]}``): n processes with k = 0..n-1 share the work on n
+    cores, then one call without ``shard`` reuses everything they made and builds the table.
+    """
+    if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard must be (k, n) with n >= 1 and 0 <= k < n, got {shard!r}")
+    job_index = iter(range(10**9))
+    owned: Dict[str, bool] = {}  # key "label@seed" -> this process trains (students) and simulates it
+
+    def mine(key: str) -> bool:
+        j = next(job_index)
+        owned[key] = shard is None or j % shard[1] == shard[0]
+        return owned[key]
+
     from cgkd.analysis import compare
     from cgkd.analysis.report import CompareSettings
     from cgkd.export import export_cg_potential, export_checkpoint, read_metadata
@@ -170,6 +185,8 @@ def run_table(p: KDPreset, run_dir: Path, out_dir: Path, device: str = "cpu", st
     for seed in p.seeds:
         for ft, et in p.combos:
             label = row_label(ft, et)
+            if not mine(f"{label}@{seed}"):
+                continue
             folder = out_dir / f"seed{seed}" / label.replace(":", "_").replace("/", "_")
             cfg = TrainConfig(max_epochs=p.student_epochs, seed=1000 + seed, device=device, progress=False)
             t0 = time.perf_counter()
@@ -190,14 +207,18 @@ def run_table(p: KDPreset, run_dir: Path, out_dir: Path, device: str = "cpu", st
                 art.parent.mkdir(parents=True, exist_ok=True)
                 export_checkpoint(member_dir(teacher_dir, k) / "model.pt", cg_path, art)
             models[f"teacher@{seed}"] = art
+            mine(f"teacher@{seed}")
             force_rmse[f"teacher@{seed}"] = terr["member_rmse"][k]
         if p.ensemble:
             models[f"ensemble@{seed}"] = out_dir / "ensemble.pt"
             force_rmse[f"ensemble@{seed}"] = terr["mean_rmse"]
+            mine(f"ensemble@{seed}")
     md_dirs: Dict[str, Path] = {}
     rows: List[dict] = []
     for key, art in models.items():
         label, seed = key.rsplit("@", 1)
+        if not owned[key]:
+            continue
         md_dir = out_dir / f"seed{seed}" / "md" / label.replace(":", "_").replace("/", "_")
         summary_file = md_dir / "summary.json"
         t0 = time.perf_counter()
@@ -213,6 +234,8 @@ def run_table(p: KDPreset, run_dir: Path, out_dir: Path, device: str = "cpu", st
         md_dirs[key] = md_dir
         rows.append({"label": label, "seed": int(seed), "force_rmse": force_rmse[key], **st,
                      "ns_per_day": summary["ns_per_day"]})
+    if shard is not None:
+        return {"shard": list(shard), "done": sorted(md_dirs), "wall_s": wall}
     # structure only from replicas that produced frames; compare reads every replica of the folder
     cmp = compare(cg_path, {k: str(v) for k, v in md_dirs.items()}, out_dir / "compare",
                   settings=CompareSettings(max_frames=p.max_compare_frames))
@@ -246,6 +269,17 @@ def _plot(path: Path, table: Dict[str, dict]) -> None:
     plt.close(fig)
 
 
+def parse_shard(text: str) -> Tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)``, checked."""
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like K/N (e.g. 0/2), got {text!r}") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise ValueError(f"--shard K/N needs N >= 1 and 0 <= K < N, got {text!r}")
+    return k, n
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="reduced", choices=sorted(PRESETS))
@@ -254,7 +288,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                         "(default runs/<spec>-<pipeline preset>)")
     parser.add_argument("--out", default=None, help="work folder (default benchmarks/runs/kd-<preset>)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="do only job K of every N (one process per core), skip the table; finish with a "
+                             "call without --shard, which reuses every finished job")
     args = parser.parse_args(argv)
+    shard = parse_shard(args.shard) if args.shard else None
     device = check_device(args.device)
     p = PRESETS[args.preset]
     run_dir = Path(args.run_dir or f"runs/{args.spec}-{p.pipeline}")
@@ -264,7 +302,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pp = PIPELINE[p.pipeline]
     out_dir = Path(args.out or ROOT / "benchmarks" / "runs" / f"kd-{args.preset}")
     t0 = time.perf_counter()
-    result = run_table(p, run_dir, out_dir, device, pp.student_arch, pp.student_preset)
+    result = run_table(p, run_dir, out_dir, device, pp.student_arch, pp.student_preset, shard=shard)
+    if shard is not None:
+        print(f"shard {args.shard}: {len(result['done'])} CG MD jobs done in {time.perf_counter() - t0:.0f} s; "
+              "run again without --shard for the table")
+        return 0
     result["total_wall_s"] = time.perf_counter() - t0
     print(result["markdown"])
     print(f"wrote {save_result(f'kd_table_{args.preset}_{device}', result)} ({result['total_wall_s']:.0f} s)")
