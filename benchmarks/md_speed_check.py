@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=2 python benchmarks/md_speed_check.py    # after make demo (needs runs/reline-quick)
 """
-import time, torch, openmm, openmm.unit as u, numpy as np
+import time, torch, openmm, openmm.unit as u
 from cgkd.aa import build
 from cgkd.io.spec import load_spec
 from cgkd.data import read_cg

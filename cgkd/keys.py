@@ -30,5 +30,6 @@ NODE_ENERGY = "node_energy"  # (N,) per-bead energy, kJ/mol (N = beads in the ba
 NODE_FEATURES = "node_features"  # (N, H) invariant hidden features of the last layer
 VECTOR_FEATURES = "vector_features"  # (N, 3, H) equivariant vector features (PaiNN-like models)
 EDGE_FEATURES = "edge_features"  # (E, H) per-edge features of the last interaction
+EDGE_INDEX = "edge_index"  # (2, E) int64, [0] = receiving centre i, [1] = neighbour j (cgkd.nn.neighbors)
 ENERGY = "energy"  # (G,) total energy per frame/graph, kJ/mol
 FORCE = "force"  # (N, 3) -dE/dx, kJ/mol/nm

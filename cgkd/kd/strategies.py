@@ -4,7 +4,8 @@ A strategy is a function ``(teacher_terms_weight: float, switch_epoch: int) -> S
 in :data:`KD_STRATEGIES`. It only decides *which* loss terms, *from where* (batch labels or a
 teacher evaluated on the fly) and *when* (schedule); the trainer (:func:`cgkd.train.fit`) does the rest.
 Label names refer to the student's batch keys of :mod:`cgkd.kd.students` (``force_label``, ...)
-and to the teacher's outputs (``node_energy``, ``node_features``, ``vector_features``).
+and to the teacher's outputs (``node_energy``, ``node_features``, ``vector_features``,
+``edge_features`` with ``edge_index``).
 See docs/training.md for how each published KD variant maps onto these.
 """
 
@@ -54,6 +55,14 @@ def born_again_node_energy(teacher_weight: float = 1.0, switch_epoch: int = 10) 
 def node_features(teacher_weight: float = 1.0, switch_epoch: int = 10) -> StrategyPlan:
     """Node-to-node feature distillation (learned projection when widths differ) plus force labels."""
     losses = [LossSpec("forces", target=FORCE_LABEL), LossSpec("node_features", source="teacher", weight=teacher_weight)]
+    return StrategyPlan(losses, needs_teacher=True)
+
+
+@KD_STRATEGIES.register("edge_to_node")
+def edge_to_node(teacher_weight: float = 1.0, switch_epoch: int = 10) -> StrategyPlan:
+    """Edge-to-node feature distillation (the teacher's edge features averaged onto their receiving bead,
+    matched by a projection of the student's node features) plus force labels."""
+    losses = [LossSpec("forces", target=FORCE_LABEL), LossSpec("edge_to_node", source="teacher", weight=teacher_weight)]
     return StrategyPlan(losses, needs_teacher=True)
 
 

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
-import torch
 
 from cgkd.data.cg_h5 import CGData, read_cg
 from cgkd.io.atomic import write_text

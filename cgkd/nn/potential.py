@@ -131,8 +131,9 @@ class CGPotential(nn.Module):
         Returns
         -------
         dict with ``keys.ENERGY`` (G,) kJ/mol, ``keys.NODE_ENERGY`` (N,) kJ/mol (network only),
-        ``keys.NODE_FEATURES`` (N, H), the model's vector/edge features, ``keys.FORCE`` if asked,
-        and ``"prior_energy"`` (G,) kJ/mol.
+        ``keys.NODE_FEATURES`` (N, H), the model's vector/edge features, ``keys.EDGE_INDEX`` (2, E) int64
+        (the neighbour list the edge features belong to), ``keys.FORCE`` if asked, and ``"prior_energy"``
+        (G,) kJ/mol.
         """
         if compute_forces and not positions.requires_grad:
             positions = positions.detach().requires_grad_(True)
@@ -148,6 +149,7 @@ class CGPotential(nn.Module):
                 prior_energy = prior_energy + prior(positions, types, box.to(positions.dtype), batch, n_graphs)
         out[keys.ENERGY] = net + prior_energy
         out["prior_energy"] = prior_energy
+        out[keys.EDGE_INDEX] = edge_index
         if compute_forces:
             graph = self.training if create_graph is None else bool(create_graph)
             (grad,) = torch.autograd.grad(out[keys.ENERGY].sum(), positions, create_graph=graph)

@@ -9,6 +9,11 @@ Every term honours per-sample weights ``batch["sample_weight"] (G,)`` and per-be
 ``sum_i w_i r_i / sum_i w_i`` with ``w_i = sample_weight[g(i)] * bead_weight[i]``, so a sample of
 weight zero contributes nothing (not to the numerator, not to the denominator).
 
+A term may also have its own per-frame mask (``LossSpec.mask``: the name of a per-frame target of
+shape (F,), 1 where the term applies, 0 where not) that multiplies those weights for that term only.
+This mixes frames with and without labels in one run: ``forces`` masked to the labelled frames,
+``sliced_score`` to the unlabelled ones.
+
 Adding a term: subclass :class:`LossTerm`, set ``default_target`` and decorate it with
 ``@LOSS_TERMS.register("name")``.
 """
@@ -57,6 +62,9 @@ class LossSpec:
         model evaluated on the batch.
     name : str
         Name of the term in logs and schedules; "" means ``term``.
+    mask : str
+        Key of a per-frame batch array (G,) of 0/1 (or any weights >= 0) that multiplies this term's
+        sample weights; "" = the term applies to every frame.
     """
 
     term: str
@@ -64,6 +72,7 @@ class LossSpec:
     target: str = ""
     source: str = "batch"
     name: str = ""
+    mask: str = ""
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -76,23 +85,39 @@ class LossSpec:
         return self.name or self.term
 
 
-def bead_weights(batch: Dict[str, Tensor], like: Tensor) -> Tensor:
-    """Per-bead weights ``w_i = sample_weight[batch_i] * bead_weight_i``, shape (N,), dtype of ``like``."""
+def _frame_mask(batch: Dict[str, Tensor], mask: str, like: Tensor) -> Optional[Tensor]:
+    if not mask:
+        return None
+    if mask not in batch:
+        raise ValueError(f"loss mask {mask!r} is not in the batch; available: {sorted(k for k in batch if k != 'n_graphs')}")
+    m = batch[mask]
+    g = int(batch["n_graphs"])
+    if m.shape != (g,):
+        raise ValueError(f"loss mask {mask!r} must be per frame with shape ({g},) in this batch, got {tuple(m.shape)}")
+    return m.to(like.dtype)
+
+
+def bead_weights(batch: Dict[str, Tensor], like: Tensor, mask: str = "") -> Tensor:
+    """Per-bead weights ``w_i = sample_weight[batch_i] * mask[batch_i] * bead_weight_i``, shape (N,), dtype of
+    ``like``; ``mask`` names a per-frame batch array ("" = none)."""
     n = batch[keys.POSITIONS].shape[0]
     w = torch.ones(n, dtype=like.dtype, device=like.device)
     if SAMPLE_WEIGHT in batch:
         w = w * batch[SAMPLE_WEIGHT].to(like.dtype)[batch["batch"]]
+    m = _frame_mask(batch, mask, like)
+    if m is not None:
+        w = w * m[batch["batch"]]
     if BEAD_WEIGHT in batch:
         w = w * batch[BEAD_WEIGHT].to(like.dtype)
     return w
 
 
-def frame_weights(batch: Dict[str, Tensor], like: Tensor) -> Tensor:
-    """Per-frame weights ``sample_weight``, shape (G,)."""
+def frame_weights(batch: Dict[str, Tensor], like: Tensor, mask: str = "") -> Tensor:
+    """Per-frame weights ``sample_weight * mask``, shape (G,)."""
     g = int(batch["n_graphs"])
-    if SAMPLE_WEIGHT in batch:
-        return batch[SAMPLE_WEIGHT].to(like.dtype)
-    return torch.ones(g, dtype=like.dtype, device=like.device)
+    w = batch[SAMPLE_WEIGHT].to(like.dtype) if SAMPLE_WEIGHT in batch else torch.ones(g, dtype=like.dtype, device=like.device)
+    m = _frame_mask(batch, mask, like)
+    return w if m is None else w * m
 
 
 def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
@@ -100,7 +125,10 @@ def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
     if values.dim() > 1:
         values = values.reshape(values.shape[0], -1).mean(dim=1)
     total = weights.sum()
-    return (weights * values).sum() / torch.clamp(total, min=torch.finfo(values.dtype).tiny)
+    # all weights zero (a batch without frames for a masked term): 0 with zero (not NaN) gradients;
+    # dividing by a clamped tiny total would make the gradient 0 * inf = NaN
+    safe = torch.where(total > 0, total, torch.ones_like(total))
+    return (weights * values).sum() / safe
 
 
 class LossTerm(nn.Module):
@@ -113,10 +141,19 @@ class LossTerm(nn.Module):
     #: Derivatives of the forces are needed (the force graph is kept in evaluation too).
     needs_force_graph: bool = False
 
-    def __init__(self, target: str = "", source: str = "batch"):
+    def __init__(self, target: str = "", source: str = "batch", mask: str = ""):
         super().__init__()
         self.target = target or self.default_target
         self.source = source
+        self.mask = mask
+
+    def bead_weights(self, batch: Dict[str, Tensor], like: Tensor) -> Tensor:
+        """:func:`bead_weights` with this term's mask."""
+        return bead_weights(batch, like, self.mask)
+
+    def frame_weights(self, batch: Dict[str, Tensor], like: Tensor) -> Tensor:
+        """:func:`frame_weights` with this term's mask."""
+        return frame_weights(batch, like, self.mask)
 
     def setup(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor], teacher_outputs: Optional[Dict[str, Tensor]]):
         """Called once with a first batch before the optimiser exists (create learned projections here)."""
@@ -151,7 +188,7 @@ class ForceLoss(LossTerm):
         target = self._get_target(batch, teacher_outputs).to(pred.dtype)
         if target.shape != pred.shape:
             raise ValueError(f"force target {self.target!r} has shape {tuple(target.shape)}, model forces {tuple(pred.shape)}")
-        return pred - target, bead_weights(batch, pred)
+        return pred - target, self.bead_weights(batch, pred)
 
     def forward(self, outputs, batch, teacher_outputs=None):
         d, w = self._residual(outputs, batch, teacher_outputs)
@@ -188,7 +225,7 @@ class EnergyLoss(LossTerm):
             raise ValueError(f"energy target {self.target!r} has shape {tuple(target.shape)}, model energy {tuple(pred.shape)}")
         n_per = torch.bincount(batch["batch"], minlength=pred.shape[0]).to(pred.dtype)
         d = (pred - target) / n_per
-        mse = weighted_mean(d.pow(2), frame_weights(batch, pred))
+        mse = weighted_mean(d.pow(2), self.frame_weights(batch, pred))
         return mse, {"energy_rmse_per_bead": float(torch.sqrt(mse.detach()))}
 
 
@@ -205,7 +242,7 @@ class NodeEnergyLoss(LossTerm):
             raise ValueError(
                 f"node energy target {self.target!r} has shape {tuple(target.shape)}, model {tuple(pred.shape)}"
             )
-        mse = weighted_mean((pred - target).pow(2), bead_weights(batch, pred))
+        mse = weighted_mean((pred - target).pow(2), self.bead_weights(batch, pred))
         return mse, {"node_energy_rmse": float(torch.sqrt(mse.detach()))}
 
 
@@ -214,12 +251,15 @@ class _FeatureLoss(LossTerm):
 
     key: str = keys.NODE_FEATURES
 
-    def __init__(self, target: str = "", source: str = "teacher"):
-        super().__init__(target=target, source=source)
+    def __init__(self, target: str = "", source: str = "teacher", mask: str = ""):
+        super().__init__(target=target, source=source, mask=mask)
         self.projection: nn.Module = nn.Identity()
 
+    def _feature_target(self, batch, teacher_outputs) -> Tensor:
+        return self._get_target(batch, teacher_outputs)
+
     def setup(self, outputs, batch, teacher_outputs):
-        target = self._get_target(batch, teacher_outputs)
+        target = self._feature_target(batch, teacher_outputs)
         if self.key not in outputs:
             raise ValueError(f"loss term {type(self).__name__} needs {self.key!r} from the model; it returns {sorted(outputs)}")
         hs, ht = outputs[self.key].shape[-1], target.shape[-1]
@@ -228,11 +268,15 @@ class _FeatureLoss(LossTerm):
 
     def forward(self, outputs, batch, teacher_outputs=None):
         pred = self.projection(outputs[self.key])
-        target = self._get_target(batch, teacher_outputs).detach().to(pred.dtype)
+        target = self._feature_target(batch, teacher_outputs).detach().to(pred.dtype)
         if target.shape != pred.shape:
             raise ValueError(f"{self.key} target has shape {tuple(target.shape)}, projected student {tuple(pred.shape)}")
-        mse = weighted_mean((pred - target).pow(2), bead_weights(batch, pred))
-        return mse, {f"{self.key}_rmse": float(torch.sqrt(mse.detach()))}
+        mse = weighted_mean((pred - target).pow(2), self.bead_weights(batch, pred))
+        return mse, {f"{self.metric}_rmse": float(torch.sqrt(mse.detach()))}
+
+    @property
+    def metric(self) -> str:
+        return self.key
 
 
 @LOSS_TERMS.register("node_features")
@@ -252,6 +296,40 @@ class VectorFeatureLoss(_FeatureLoss):
 
     key = keys.VECTOR_FEATURES
     default_target = keys.VECTOR_FEATURES
+
+
+@LOSS_TERMS.register("edge_to_node")
+class EdgeToNodeLoss(_FeatureLoss):
+    """Edge-to-node distillation: the teacher's edge features (E, Ht) averaged onto their receiving bead
+    (``edge_index[0]``, the teacher's own neighbour list; beads without edges get zeros) are matched by
+    the projected student node features P h_student (N, Ht), MSE.
+
+    The target needs ``edge_features`` and ``edge_index`` (2, E) in the teacher's outputs
+    (:class:`cgkd.nn.potential.CGPotential` returns both).
+    """
+
+    key = keys.NODE_FEATURES
+    default_target = keys.EDGE_FEATURES
+
+    @property
+    def metric(self) -> str:
+        return "edge_to_node"
+
+    def _feature_target(self, batch, teacher_outputs) -> Tensor:
+        edges = self._get_target(batch, teacher_outputs)
+        table = teacher_outputs if self.source == "teacher" else batch
+        if table is None or keys.EDGE_INDEX not in table:
+            raise ValueError(f"edge_to_node needs {keys.EDGE_INDEX!r} (2, E) beside {self.target!r} in the "
+                             f"{'teacher outputs' if self.source == 'teacher' else 'batch'}")
+        index = table[keys.EDGE_INDEX]
+        if index.dim() != 2 or index.shape[0] != 2 or index.shape[1] != edges.shape[0]:
+            raise ValueError(f"{keys.EDGE_INDEX} must have shape (2, {edges.shape[0]}) to match {self.target!r}, "
+                             f"got {tuple(index.shape)}")
+        n = batch[keys.POSITIONS].shape[0]
+        centre = index[0]
+        summed = torch.zeros(n, edges.shape[1], dtype=edges.dtype, device=edges.device).index_add(0, centre, edges)
+        degree = torch.bincount(centre, minlength=n).to(edges.dtype).clamp(min=1.0)
+        return summed / degree.unsqueeze(1)
 
 
 @LOSS_TERMS.register("sliced_score")
@@ -283,7 +361,7 @@ class SlicedScoreLoss(LossTerm):
         proj = torch.zeros(g, dtype=force.dtype, device=force.device).index_add(0, graph, (v * force).sum(-1))
         n_per = torch.bincount(graph, minlength=g).to(force.dtype)
         per_frame = (kbt * quad + 0.5 * proj.pow(2)) / n_per
-        value = weighted_mean(per_frame, frame_weights(batch, force))
+        value = weighted_mean(per_frame, self.frame_weights(batch, force))
         return value, {"sliced_score": float(value.detach())}
 
 
@@ -304,7 +382,9 @@ class Loss(nn.Module):
         if len(set(labels)) != len(labels):
             raise ValueError(f"loss term names must be unique, got {labels}")
         self.specs = list(specs)
-        self.terms = nn.ModuleDict({s.label: LOSS_TERMS.get(s.term)(target=s.target, source=s.source) for s in specs})
+        self.terms = nn.ModuleDict(
+            {s.label: LOSS_TERMS.get(s.term)(target=s.target, source=s.source, mask=s.mask) for s in specs}
+        )
 
     @property
     def base_weights(self) -> Dict[str, float]:
@@ -354,11 +434,13 @@ __all__ = [
     "NodeEnergyLoss",
     "NodeFeatureLoss",
     "VectorFeatureLoss",
+    "EdgeToNodeLoss",
     "SlicedScoreLoss",
     "POSITIONS_LEAF",
     "KBT",
     "SAMPLE_WEIGHT",
     "BEAD_WEIGHT",
     "bead_weights",
+    "frame_weights",
     "weighted_mean",
 ]

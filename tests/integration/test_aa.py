@@ -5,7 +5,6 @@ import shutil
 
 import numpy as np
 import openmm
-import openmm.unit as u
 import pytest
 
 from cgkd import units
