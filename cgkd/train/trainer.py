@@ -143,11 +143,20 @@ def model_outputs(model: nn.Module, batch: Dict[str, Tensor], need_forces: bool,
 
     The model's batched entry point is ``forward_batch(positions (N, 3), types (N,), box (G, 3, 3),
     batch (N,), n_graphs) -> dict`` with at least ``keys.ENERGY (G,)`` and ``keys.NODE_ENERGY (N,)``.
+    A model with a ``batch_inputs`` tuple of names also receives those batch entries as keyword
+    arguments (e.g. ``fidelity`` for :class:`cgkd.nn.fidelity.MultiFidelityPotential`).
     """
     pos = batch[keys.POSITIONS]
     if need_forces:
         pos = pos.detach().requires_grad_(True)
-    out = dict(model.forward_batch(pos, batch[keys.TYPES], batch[keys.BOX], batch["batch"], int(batch["n_graphs"])))
+    inputs = {}
+    for name in getattr(model, "batch_inputs", ()):
+        if name not in batch:
+            raise ValueError(f"{type(model).__name__} needs the batch entry {name!r} (a per-frame target of the "
+                             f"FrameSet); the batch has {sorted(k for k in batch if k != 'n_graphs')}")
+        inputs[name] = batch[name]
+    out = dict(model.forward_batch(pos, batch[keys.TYPES], batch[keys.BOX], batch["batch"], int(batch["n_graphs"]),
+                                   **inputs))
     if need_forces and keys.FORCE not in out:
         (grad,) = torch.autograd.grad(out[keys.ENERGY].sum(), pos, create_graph=create_graph)
         out[keys.FORCE] = -grad
