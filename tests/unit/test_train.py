@@ -334,6 +334,12 @@ def test_loss_errors():
     model = make_model().double()
     b = data.batch([0, 1])
     out = model_outputs(model, b, need_forces=True, create_graph=False)
+    # per-term masks
+    with pytest.raises(ValueError, match="loss mask 'labelled' is not in the batch"):
+        Loss([LossSpec("forces", mask="labelled")])(out, b, {"forces": 1.0})
+    per_bead = FrameSet(data.positions, data.types, data.box, {**data.targets, "m": torch.ones(2, data.n_beads)}).batch([0, 1])
+    with pytest.raises(ValueError, match=r"loss mask 'm' must be per frame with shape \(2,\)"):
+        Loss([LossSpec("energy", mask="m")])(out, per_bead, {"energy": 1.0})
     with pytest.raises(UnknownNameError, match="Available: .*forces"):
         Loss([LossSpec("forcez")])
     with pytest.raises(ValueError, match="unique"):
@@ -470,18 +476,6 @@ def test_term_mask_equals_the_sub_batch():
     energy_all, _ = Loss([LossSpec("energy")])(out, full, {"energy": 1.0})
     assert metrics["loss/energy"] == pytest.approx(float(energy_all), rel=1e-12)
     assert metrics["loss/forces"] == pytest.approx(l_s, rel=1e-12)
-
-
-def test_term_mask_errors():
-    data = soft_sphere_set(n_frames=2)
-    model = make_model().double()
-    b = data.batch([0, 1])
-    out = model_outputs(model, b, need_forces=True, create_graph=False)
-    with pytest.raises(ValueError, match="loss mask 'labelled' is not in the batch"):
-        Loss([LossSpec("forces", mask="labelled")])(out, b, {"forces": 1.0})
-    per_bead = FrameSet(data.positions, data.types, data.box, {**data.targets, "m": torch.ones(2, data.n_beads)}).batch([0, 1])
-    with pytest.raises(ValueError, match=r"loss mask 'm' must be per frame with shape \(2,\)"):
-        Loss([LossSpec("energy", mask="m")])(out, per_bead, {"energy": 1.0})
 
 
 def test_labelled_and_unlabelled_frames_in_one_run(tmp_path):
