@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from benchmarks.common import ROOT, check_device, save_result
-from benchmarks.kd_table import METRICS, PRESETS, aggregate, kind_errors, markdown_table, parse_shard, stability
+from benchmarks.kd_table import METRICS, PRESETS, _plot, aggregate, kind_errors, markdown_table, parse_shard, stability
 from cgkd.io.atomic import write_text
 
 VARIANTS = ("aug:same-epochs", "aug:same-steps")
@@ -187,6 +187,7 @@ def run(preset: str, run_dir: Path, kd_dir: Path, out_dir: Path, device: str, sk
               "n_train_aa": int(len(train)), "epochs": epochs, "rows": rows, "table": table,
               "markdown": markdown_table(table, METRICS), "wall_s": wall}
     write_text(out_dir / "table.md", result["markdown"])
+    _plot(out_dir / "kd_augmented.png", table)
     return result
 
 

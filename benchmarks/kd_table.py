@@ -264,6 +264,9 @@ def _plot(path: Path, table: Dict[str, dict]) -> None:
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(m)
+        if m == "force_rmse" and any(mean):
+            lo = min(v for v in mean if v) - max(std) - 1.0
+            ax.set_ylim(bottom=max(0.0, lo))  # the differences are a few kJ/mol/nm on top of ~260
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

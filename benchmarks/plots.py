@@ -62,7 +62,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--speed", default=str(RESULTS / "speed_cpu_cpu.json"))
     parser.add_argument("--force-maps", default=str(RESULTS / "force_maps_reduced_cpu.json"))
-    parser.add_argument("--kd-png", default=str(ROOT / "benchmarks" / "runs" / "kd-reduced" / "kd_table.png"))
+    parser.add_argument("--kd-png", default=str(ROOT / "benchmarks" / "runs" / "kd-cpu" / "kd_table.png"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     args = parser.parse_args(argv)
     out = Path(args.out)
