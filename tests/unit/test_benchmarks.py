@@ -6,7 +6,8 @@ import torch
 
 from benchmarks.common import check_device, peak_rss_bytes, reset_peak_rss, rss_bytes
 from benchmarks.force_maps import variance_ratio
-from benchmarks.kd_table import aggregate, kind_errors, markdown_table, row_label, stability
+from benchmarks.kd_augmented import extra_configurations
+from benchmarks.kd_table import PRESETS, aggregate, kind_errors, markdown_table, parse_shard, row_label, run_table, stability
 from benchmarks.speed import replicate_box, time_force_evaluation
 from cgkd.nn import CGPotential, build_model
 
@@ -109,3 +110,17 @@ def test_check_device_and_rss():
     block = np.ones(50_000_000 // 8)  # 50 MB touched
     assert peak_rss_bytes() - base > 40_000_000
     del block
+
+
+def test_shards_and_their_errors(tmp_path):
+    assert parse_shard("1/3") == (1, 3)
+    for bad in ("3/3", "1", "a/b", "-1/2"):
+        with pytest.raises(ValueError, match="K/N"):
+            parse_shard(bad)
+    with pytest.raises(ValueError, match="shard must be"):
+        run_table(PRESETS["reduced"], tmp_path, tmp_path / "out", shard=(2, 2))
+
+
+def test_extra_configurations_need_a_finished_kd_table(tmp_path):
+    with pytest.raises(ValueError, match="no finished teacher CG MD; run benchmarks.kd_table first"):
+        extra_configurations(tmp_path, (0,), skip=10)
