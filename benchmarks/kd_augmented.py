@@ -62,20 +62,6 @@ def extra_configurations(kd_dir: Path, seeds: Sequence[int], skip: int):
     return np.concatenate(pos), np.concatenate(box)
 
 
-def ensemble_mean_forces(teacher_dir: Path, data) -> np.ndarray:
-    """Mean force (X, B, 3) float32 kJ/mol/nm of every teacher member on ``data`` (a CGData)."""
-    from cgkd import keys
-    from cgkd.kd.labels import predict
-    from cgkd.kd.teachers import load_teachers
-
-    total = None
-    members = load_teachers(teacher_dir)
-    for m in members:
-        f = predict(m, data)[keys.FORCE].astype(np.float64)
-        total = f if total is None else total + f
-    return (total / len(members)).astype(np.float32)
-
-
 def run(preset: str, run_dir: Path, kd_dir: Path, out_dir: Path, device: str, skip: int,
         shard: Optional[Tuple[int, int]] = None, log=print) -> dict:
     import torch
@@ -85,7 +71,7 @@ def run(preset: str, run_dir: Path, kd_dir: Path, out_dir: Path, device: str, sk
     from cgkd.analysis.report import CompareSettings
     from cgkd.data.cg_h5 import read_cg
     from cgkd.export import export_checkpoint
-    from cgkd.kd.labels import force_rmse, predict, read_labels
+    from cgkd.kd.labels import ensemble_predictions, force_rmse, predict, read_labels
     from cgkd.kd.students import FORCE_LABEL
     from cgkd.kd.teachers import build_potential, read_split
     from cgkd.nn.potential import save_potential
@@ -112,7 +98,7 @@ def run(preset: str, run_dir: Path, kd_dir: Path, out_dir: Path, device: str, sk
         extra = replace(data.subset(np.zeros(len(pos), np.int64)), positions=pos, box=box,
                         forces=np.zeros_like(pos), time=None)
         t0 = time.perf_counter()
-        mean = ensemble_mean_forces(teacher_dir, extra)
+        mean = ensemble_predictions(extra, teacher_dir)[keys.MEAN_FORCES]
         log(f"labelled {len(pos)} extra configurations with the ensemble in {time.perf_counter() - t0:.0f} s")
         tmp = out_dir / "extra_frames.tmp.npz"
         np.savez(tmp, positions=pos, box=box, mean_forces=mean)

@@ -69,9 +69,11 @@ def predict(model, data, batch_size: int = 16, device: str = "cpu") -> Dict[str,
     return {keys.FORCE: forces, keys.NODE_ENERGY: node, keys.ENERGY: energy}
 
 
-def ensemble_predictions(cg_path: str | Path, teacher_dir: str | Path, batch_size: int = 16, device: str = "cpu") -> Dict[str, np.ndarray]:
-    """All label arrays (see the module docstring) computed from the finished teachers."""
-    data = read_cg(cg_path)
+def ensemble_predictions(cg_path, teacher_dir: str | Path, batch_size: int = 16, device: str = "cpu") -> Dict[str, np.ndarray]:
+    """All label arrays (see the module docstring) computed from the finished teachers on every frame of
+    ``cg_path`` (a CG dataset path, or a :class:`cgkd.data.cg_h5.CGData`, e.g. configurations sampled
+    elsewhere)."""
+    data = read_cg(cg_path) if isinstance(cg_path, (str, Path)) else cg_path
     preds = [predict(t, data, batch_size, device) for t in load_teachers(teacher_dir)]
     mf = np.stack([p[keys.FORCE] for p in preds])
     mn = np.stack([p[keys.NODE_ENERGY] for p in preds])

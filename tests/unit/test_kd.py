@@ -133,6 +133,15 @@ def test_labels_are_the_members_statistics(ensemble):
     assert len(err["member_rmse"]) == 3 and err["n_frames"] == 3
     # the mean's squared error never exceeds the members' average squared error (Jensen)
     assert err["mean_rmse"] ** 2 <= np.mean(np.square(err["member_rmse"])) + 1e-6
+    # labels of configurations held in memory (e.g. sampled by CG MD) come out as from the file
+    from cgkd.kd.labels import ensemble_predictions
+
+    moved = data.subset(slice(0, 2))
+    moved.positions = moved.positions + np.float32(0.01)
+    mem = ensemble_predictions(moved, root / "teachers")
+    assert mem[keys.MEAN_FORCES].shape == (2, b, 3)
+    direct = [predict(t, moved)[keys.FORCE] for t in load_teachers(root / "teachers")]
+    np.testing.assert_allclose(mem[keys.MEAN_FORCES], np.mean(direct, axis=0), rtol=1e-5, atol=1e-4)
 
 
 def test_make_labels_replaces_the_group_atomically(ensemble, tmp_path):
