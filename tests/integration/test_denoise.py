@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from cgkd import keys
-from cgkd.data.cg_h5 import CGData, write_cg
+from cgkd.data.cg_h5 import write_cg
 from cgkd.kd import ensemble_errors, make_labels, read_labels, train_student, train_teachers
 from cgkd.kd.labels import force_rmse
 from cgkd.train import TrainConfig
-from lj_fluid import simulate_lj
+from lj_fluid import lj_cg_data, simulate_lj
 
 NOISE = 1.0  # noise std / RMS true force component
 ARCH = dict(n_features=16, n_interactions=1, n_atom_layers=1, n_radial=12, cutoff=0.7)
@@ -35,23 +35,10 @@ def lj_fluid(n_side: int = 4, n_frames: int = 100, stride: int = 25, temperature
 @pytest.mark.slow
 def test_ensemble_and_student_denoise_force_labels(tmp_path):
     pos, true_f, box = lj_fluid()
-    f, n = pos.shape[:2]
     rms = float(np.sqrt(np.mean(true_f**2)))
     rng = np.random.default_rng(0)
     noisy = true_f + rng.normal(0.0, NOISE * rms, size=true_f.shape)
-    data = CGData(
-        positions=pos,
-        forces=noisy,
-        box=np.tile(np.eye(3) * box, (f, 1, 1)),
-        types=np.zeros(n, dtype=np.int64),
-        type_names=["AR"],
-        bead_names=["AR"] * n,
-        masses=np.full(n, 39.948),
-        bead_residue=np.arange(n),
-        residue_names=["AR"] * n,
-        bonds=np.zeros((0, 2), dtype=np.int64),
-        temperature=120.0,
-    )
+    data = lj_cg_data(pos, noisy, box)
     cg = tmp_path / "cg.h5"
     write_cg(cg, data)
     t0 = time.perf_counter()

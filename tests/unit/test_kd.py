@@ -18,7 +18,7 @@ from cgkd.kd.students import uncertainty_weights
 from cgkd.kd.teachers import bootstrap_indices, make_split, member_dir, read_split
 from cgkd.registry import UnknownNameError
 from cgkd.train import TrainConfig, load_checkpoint
-from lj_fluid import simulate_lj
+from lj_fluid import lj_cg_data, simulate_lj
 
 TINY = dict(n_features=8, n_interactions=1, n_atom_layers=1, n_radial=6, cutoff=0.45)
 
@@ -26,20 +26,7 @@ TINY = dict(n_features=8, n_interactions=1, n_atom_layers=1, n_radial=6, cutoff=
 def lj_fluid(n_side: int = 3, n_frames: int = 30, stride: int = 20, temperature: float = 120.0, seed: int = 1) -> CGData:
     """Lennard-Jones argon (sigma 0.34 nm, eps 0.996 kJ/mol) at reduced density 0.8, exact forces."""
     pos, frc, box = simulate_lj(n_side, n_frames, stride, temperature, seed)
-    n = n_side**3
-    return CGData(
-        positions=pos,
-        forces=frc,
-        box=np.tile(np.eye(3) * box, (n_frames, 1, 1)),
-        types=np.zeros(n, dtype=np.int64),
-        type_names=["AR"],
-        bead_names=["AR"] * n,
-        masses=np.full(n, 39.948),
-        bead_residue=np.arange(n),
-        residue_names=["AR"] * n,
-        bonds=np.zeros((0, 2), dtype=np.int64),
-        temperature=temperature,
-    )
+    return lj_cg_data(pos, frc, box, temperature)
 
 
 CFG = TrainConfig(max_epochs=2, batch_size=8, lr=5e-3)

@@ -14,7 +14,7 @@ from torch import nn
 from cgkd import keys
 from cgkd.kd.teachers import build_potential
 from cgkd.kd.workflows import fine_tune, multi_fidelity, with_fidelity
-from cgkd.nn.fidelity import FIDELITY, MultiFidelityPotential
+from cgkd.nn.fidelity import MultiFidelityPotential
 from cgkd.nn.neighbors import batch_neighbor_list, edge_vectors
 from cgkd.nn.radial import CosineCutoff, GaussianBasis
 from cgkd.train import LossSpec, TrainConfig, fit, frameset_from_cg, model_outputs, seeded
@@ -178,4 +178,3 @@ def test_workflow_errors(tmp_path):
         model_outputs(MultiFidelityPotential(base, 1, 2), with_fidelity(frames, [0, 3, 0, 0]).batch([0, 1]), False, False)
     with pytest.raises(ValueError, match="fine-tuning needs reference-fidelity"):
         multi_fidelity(base, frames, [1, 1, 1, 1], cfg, tmp_path / "mf", reference=0, fine_tune_epochs=1)
-    assert FIDELITY == "fidelity"
