@@ -6,7 +6,8 @@ more), friction 1/ps (1-10/ps: lower keeps dynamics closer to the CG Langevin li
 more robust). Output of one run (``out_dir``):
 
 - ``topology.pdb``: the CG topology with the first start frame;
-- ``system.json``: bead types, type names, masses, residues and bonds (what analysis needs);
+- ``system.json``: the CG topology (``cgkd.topology.Topology.to_json``: types, names, masses,
+  molecules, bonds), what analysis needs;
 - ``replica_<k>.dcd``: positions (not wrapped) every ``report_interval`` steps;
 - ``replica_<k>_energy.csv``: step, time (ps), potential and kinetic energy (kJ/mol), temperature (K);
 - ``replica_<k>_last_good.pdb``: the last frame that passed all checks;
@@ -27,25 +28,15 @@ import openmm.app as app
 import openmm.unit as u
 import torch
 
-from cgkd import units
+from cgkd import geometry, units
 from cgkd.data.cg_h5 import CGData, read_cg
 from cgkd.io.atomic import atomic_path, write_text
-from cgkd.openmm.system import _as_artefact, create_system
+from cgkd.openmm.system import as_artefact, create_system
 
 #: Fraction of the smallest AA (mapped) distance per type pair below which a CG pair counts as collapsed.
 MIN_DISTANCE_FACTOR = 0.8
 #: Runaway: potential energy per bead rising more than this many kT above its initial value.
 RUNAWAY_KT_PER_BEAD = 20.0
-
-
-def _pair_distances(pos: np.ndarray, box: Optional[np.ndarray]) -> np.ndarray:
-    """All i<j minimum-image distances (nm) of one frame; (N*(N-1)/2,) float64."""
-    i, j = np.triu_indices(len(pos), k=1)
-    d = pos[j] - pos[i]
-    if box is not None:
-        frac = d @ np.linalg.inv(box)
-        d = (frac - np.round(frac)) @ box
-    return np.sqrt(np.einsum("ij,ij->i", d, d))
 
 
 def min_pair_distances(positions: np.ndarray, box: Optional[np.ndarray], types: np.ndarray, n_types: int,
@@ -68,24 +59,10 @@ def min_pair_distances(positions: np.ndarray, box: Optional[np.ndarray], types: 
     ti, tj = types[i], types[j]
     frames = np.unique(np.linspace(0, len(positions) - 1, min(max_frames, len(positions))).astype(int))
     for f in frames:
-        d = _pair_distances(np.asarray(positions[f], dtype=np.float64), None if box is None else np.asarray(box[f], float))
+        d = geometry.pair_distances(positions[f], None if box is None else box[f])
         np.minimum.at(out, (ti, tj), d)
         np.minimum.at(out, (tj, ti), d)
     return out
-
-
-def _write_system_json(path: Path, data: CGData) -> None:
-    info = {
-        "type_names": list(data.type_names),
-        "types": data.types.tolist(),
-        "bead_names": list(data.bead_names),
-        "masses": data.masses.tolist(),
-        "bead_residue": data.bead_residue.tolist(),
-        "residue_names": list(data.residue_names),
-        "bonds": data.bonds.tolist(),
-        "temperature": float(data.temperature),
-    }
-    write_text(path, json.dumps(info, indent=1))
 
 
 def _check(energy: float, forces: np.ndarray, pos: np.ndarray, box, types, threshold, e0: float, n: int, kt: float):
@@ -98,7 +75,7 @@ def _check(energy: float, forces: np.ndarray, pos: np.ndarray, box, types, thres
         return f"runaway energy ({(energy - e0) / n / kt:.1f} kT per bead above the start)"
     if threshold is not None:
         i, j = np.triu_indices(n, k=1)
-        d = _pair_distances(pos, box)
+        d = geometry.pair_distances(pos, box)
         bad = d < threshold[types[i], types[j]]
         if np.any(bad):
             k = int(np.argmax(bad))
@@ -179,12 +156,9 @@ def run_cg_md(
     temperature = float(units.strip(temperature if temperature is not None else data.temperature, units.TEMPERATURE, "temperature"))
     if not temperature > 0:
         raise ValueError(f"temperature must be positive (K), got {temperature}")
-    module, metadata = _as_artefact(artefact)
+    module, metadata = as_artefact(artefact)
     names = list(metadata["type_names"])
-    missing = sorted(set(data.type_names) - set(names))
-    if missing:
-        raise ValueError(f"the CG data has bead types {missing} that the potential does not know ({names})")
-    types = np.array([names.index(data.type_names[t]) for t in data.types], dtype=np.int64)
+    types = data.topology.type_indices(names, "the potential")
     n = data.n_beads
     n_types = len(names)
     if min_distance is None:
@@ -197,8 +171,8 @@ def run_cg_md(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    topology = data.topology()
-    _write_system_json(out / "system.json", data)
+    topology = data.openmm_topology()
+    write_text(out / "system.json", data.topology.to_json())
     with atomic_path(out / "topology.pdb", suffix=".pdb") as tmp, open(tmp, "w") as fh:
         app.PDBFile.writeFile(topology, data.positions[0].astype(float) * u.nanometer, fh)
 

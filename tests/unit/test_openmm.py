@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from cgkd.export import LennardJonesPair, export_potential, load_potential_artefact
-from cgkd.openmm import bonded_terms, create_system, resolve_types
+from cgkd.openmm import backends, create_system, resolve_types
+from cgkd.topology import Topology
 
 TYPES = ["A", "B"]
 BOX = 2.4
@@ -121,7 +122,8 @@ def test_bonded_priors_become_native_forces(tmp_path):
     rng = np.random.default_rng(1)
     pos = rng.random((32, 3)) * BOX
     e_bond, _ = _openmm(system, pos, "Reference", groups={1})
-    bonds, angles, dihedrals = bonded_terms(top)
+    cg = Topology.from_openmm(top, TYPES, masses=np.ones(32))
+    bonds, angles, dihedrals = cg.bonds, cg.angles, cg.dihedrals
     d = np.array([pos[i] - pos[j] for i, j in bonds])
     d -= BOX * np.round(d / BOX)  # periodic system: bonded terms use the minimum image
     expected = np.sum(0.5 * 800.0 * (np.linalg.norm(d, axis=1) - 0.35) ** 2)
@@ -150,12 +152,44 @@ def test_type_resolution():
     np.testing.assert_array_equal(resolve_types(top, TYPES), [0, 1, 0, 1])
     np.testing.assert_array_equal(resolve_types(top, ["X", "Y"], type_map={"M:A": "Y", "B": "X"}), [1, 0, 1, 0])
     np.testing.assert_array_equal(resolve_types(top, TYPES, types=[1, 1, 0, 0]), [1, 1, 0, 0])
-    with pytest.raises(ValueError, match="not one of the artefact's types"):
+    with pytest.raises(ValueError, match="maps to type 'A', which is not one of the types"):
         resolve_types(top, ["X", "Y"])
     with pytest.raises(ValueError, match="types must be an integer array of shape"):
         resolve_types(top, TYPES, types=[0, 1])
     with pytest.raises(ValueError, match="types must index"):
         resolve_types(top, TYPES, types=[0, 1, 2, 0])
+
+
+def test_cgkd_topology_gives_the_same_system(tmp_path):
+    path = _artefact(tmp_path / "m.pt", priors=PRIORS)
+    top = _topology(n_mol=8, chain_len=4)
+    masses = np.linspace(30.0, 70.0, 32)
+    # type names in another order than the artefact's: create_system renumbers them
+    cg = Topology.from_openmm(top, ["B", "A"], masses=masses)
+    system = create_system(path, cg, box=np.eye(3) * BOX, backend="python")
+    ref = create_system(path, top, masses=masses, backend="python")
+    assert [system.getParticleMass(i).value_in_unit(u.dalton) for i in range(32)] == pytest.approx(masses)
+    assert system.getNumForces() == ref.getNumForces() == 4
+    pos = _positions(32)
+    for group in range(4):
+        e, f = _openmm(system, pos, "Reference", groups={group})
+        e_ref, f_ref = _openmm(ref, pos, "Reference", groups={group})
+        assert e == pytest.approx(e_ref, rel=1e-12), group
+        np.testing.assert_allclose(f, f_ref, rtol=1e-12, atol=1e-12)
+    heavy = create_system(path, cg, box=np.eye(3) * BOX, backend="python", masses=np.full(32, 99.0))
+    assert heavy.getParticleMass(5).value_in_unit(u.dalton) == 99.0
+
+
+def test_cgkd_topology_errors(tmp_path):
+    path = _artefact(tmp_path / "m.pt")
+    cg = Topology.from_openmm(_topology(n_mol=2), TYPES, masses=np.ones(4))
+    with pytest.raises(ValueError, match="a cgkd Topology carries its types"):
+        create_system(path, cg, box=np.eye(3) * BOX, types=[0, 1, 0, 1])
+    with pytest.raises(ValueError, match="periodic potential"):
+        create_system(path, cg)  # a cgkd Topology has no box: box= is needed
+    alien = Topology(["A", "C"], [0, 1, 0, 1], np.ones(4))
+    with pytest.raises(ValueError, match=r"particle types \['C'\] that the artefact does not know"):
+        create_system(path, alien, box=np.eye(3) * BOX)
 
 
 def test_bad_arguments(tmp_path):
@@ -177,8 +211,36 @@ def test_bad_arguments(tmp_path):
         create_system(42, top)
     with pytest.raises(ValueError, match="topology must be"):
         create_system(path, "topology.pdb")
+    with pytest.raises(ValueError, match="topology has no particles"):
+        create_system(path, app.Topology())
+    with pytest.raises(ValueError, match="topology has no particles"):
+        create_system(path, Topology(TYPES, np.zeros(0, dtype=int), np.zeros(0)), box=np.eye(3) * BOX)
     with pytest.raises(FileNotFoundError):
         create_system(tmp_path / "missing.pt", top)
+
+
+def test_make_potential_force_refuses_bad_input(tmp_path, monkeypatch):
+    module, metadata = load_potential_artefact(_artefact(tmp_path / "m.pt"))
+    make = backends.make_potential_force
+    with pytest.raises(ValueError, match="types must index the artefact's 2 type names"):
+        make(module, metadata, [0, 2], backend="python", periodic=True)
+    with pytest.raises(ValueError, match="types must be a 1-D integer array"):
+        make(module, metadata, [0.0, 1.0], backend="python", periodic=True)
+    with pytest.raises(ValueError, match="atoms must be particle indices >= 0"):
+        make(module, metadata, [0, 1], backend="python", periodic=True, atoms=[-1, 3])
+    with pytest.raises(ValueError, match="atoms must not repeat"):
+        make(module, metadata, [0, 1], backend="python", periodic=True, atoms=[3, 3])
+    with pytest.raises(ValueError, match=r"types must have one entry per atom \(3\)"):
+        make(module, metadata, [0, 1], backend="python", periodic=True, atoms=[3, 4, 5])
+    with pytest.raises(ValueError, match="force_group must be 0..31"):
+        make(module, metadata, [0, 1], backend="python", periodic=True, force_group=40)
+    force = make(module, metadata, [0, 1], backend="python", periodic=False, atoms=[5, 2], force_group=4)
+    assert (force.getName(), force.getForceGroup(), force.usesPeriodicBoundaryConditions()) == (
+        "cgkd potential (python)", 4, False)
+    monkeypatch.setattr(backends, "torch_force_available", lambda: False)
+    assert backends.choose_backend(None) == "python"
+    with pytest.raises(ValueError, match="backend 'torch' needs openmmtorch"):
+        backends.choose_backend("torch")
 
 
 def test_python_force_system_survives_xml_round_trip(tmp_path):
