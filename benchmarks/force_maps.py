@@ -3,7 +3,7 @@ quality of a model trained on each.
 
 For each (system, mapping) -- reline ``one_bead`` and ``two_bead_choline`` from a finished ``cgkd run``,
 water from a short AA run made here -- the AA forces are mapped with ``basic`` and ``optimal``
-(:func:`cgkd.cli.map.map_aa`). The mean squared mapped force (the mapped-force variance, the mean force
+(:func:`cgkd.data.mapped.map_aa`). The mean squared mapped force (the mapped-force variance, the mean force
 being zero) of each map is recorded. Then one model (the pipeline's student architecture/preset, no
 bootstrap) is trained per force map on the same training frames, and its force RMSE on the held-out test
 frames is measured against the mapped forces of *both* maps: both maps estimate the same mean force, so the
@@ -62,7 +62,7 @@ def variance_ratio(msf: Dict[str, object]) -> Optional[float]:
 
 def map_both(aa, mapping: Optional[str]):
     """CG datasets of ``aa`` with each force map, and the mean squared force of each, (kJ/mol/nm)^2."""
-    from cgkd.cli.map import map_aa
+    from cgkd.data.mapped import map_aa
 
     datasets, msf = {}, {}
     for fm in FORCE_MAPS:

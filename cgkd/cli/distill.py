@@ -9,8 +9,12 @@ import argparse
 import json
 from pathlib import Path
 
-from cgkd.cli.teachers import add_common_training_args, preset_arg, training_config
-from cgkd.kd.students import ENERGY_TARGETS, FORCE_TARGETS
+from cgkd.cli.teachers import add_common_training_args, arch_preset_arg, training_config
+
+#: ``cgkd.kd.students.FORCE_TARGETS`` and ``ENERGY_TARGETS``, written out so that building the parser loads no
+#: torch (tests/unit/test_face.py checks that they agree).
+FORCE_TARGETS = ("mapped", "teacher", "mean")
+ENERGY_TARGETS = ("none", "node", "total")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -41,17 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def labels_are_current(cg: Path, teacher_dir: Path) -> bool:
-    import h5py
-
-    from cgkd import keys
-
-    with h5py.File(cg, "r") as h5:
-        return keys.LABELS in h5 and h5[keys.LABELS].attrs.get("teacher_dir") == str(teacher_dir.resolve())
-
-
 def run(args) -> int:
-    from cgkd.kd.labels import ensemble_errors, make_labels
+    from cgkd.kd.labels import ensemble_errors, labels_are_current, make_labels
     from cgkd.kd.students import train_student
     from cgkd.kd.teachers import read_split
 
@@ -70,7 +65,7 @@ def run(args) -> int:
         energy_target=args.energy_target,
         teacher_index=args.teacher_index,
         arch=args.arch,
-        preset=preset_arg(args.preset),
+        preset=arch_preset_arg(args.arch_preset),
         uncertainty_weighting=args.uncertainty_weighting,
         config=training_config(args),
         energy_weight=args.energy_weight,

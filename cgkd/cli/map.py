@@ -8,11 +8,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cgkd.data.cg_h5 import write_cg
-from cgkd.data.mapped import map_aa, resolve_mapping  # noqa: F401  (re-exported for scripts)
-from cgkd.io.aa_h5 import read_aa
-from cgkd.mapping import FORCE_MAPS
-
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("map", help="map an AA trajectory with forces to a CG dataset")
@@ -22,7 +17,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--mapping", default=None,
         help="mapping name of the embedded spec, 'residue', 'auto<N>' or a mapping .json (default: the spec's default)",
     )
-    p.add_argument("--force-map", default="basic", help=f"force map: {', '.join(FORCE_MAPS.names())} (default basic)")
+    p.add_argument("--force-map", default="basic", metavar="NAME",
+                   help="a force map of cgkd.mapping.FORCE_MAPS: basic, optimal or one a plugin registers (default basic)")
     p.add_argument(
         "--allow-constraint-crossing", action="store_true",
         help="let the basic force map sum forces across constraints between beads (biased)",
@@ -31,6 +27,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from cgkd.data.cg_h5 import write_cg
+    from cgkd.data.mapped import map_aa
+    from cgkd.io.aa_h5 import read_aa
+
     aa = read_aa(args.aa)
     data, report = map_aa(
         aa, mapping=args.mapping, force_map=args.force_map,

@@ -14,19 +14,25 @@ def add_parser(subparsers):
         "continues where it stopped. Ends by printing where the report is.",
     )
     p.add_argument("spec", help="system spec: a YAML path or a shipped name (reline, water)")
-    p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                   help="sizes and lengths: test (seconds), quick (~20 min on 2 CPU cores), paper (GPU)")
-    p.add_argument("--dir", default=None, help="run directory (default: runs/<system>-<preset>)")
+    p.add_argument("--preset", default="quick", metavar="|".join(sorted(PRESETS)) + "|FILE",
+                   help="sizes and lengths: test (seconds), quick (~20 min on 2 CPU cores), paper (GPU), or a YAML "
+                        "file of cgkd.pipeline.Preset fields (unknown keys rejected); default quick")
+    p.add_argument("--dir", default=None,
+                   help="run directory (default: runs/<system>-<preset>, the file's stem for a preset file)")
     p.add_argument("--device", default="cpu", help="torch device for training: cpu or cuda (default cpu)")
     return p
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from cgkd.io.spec import load_spec
-    from cgkd.pipeline import run_pipeline
+    from cgkd.pipeline import PRESETS, load_preset, run_pipeline
 
     spec = load_spec(args.spec)
-    run_dir = args.dir or f"runs/{spec.name}-{args.preset}"
-    report = run_pipeline(spec, args.preset, run_dir, device=args.device)
+    preset = load_preset(args.preset)  # fails before anything runs
+    label = args.preset if args.preset in PRESETS else Path(args.preset).stem
+    run_dir = args.dir or f"runs/{spec.name}-{label}"
+    report = run_pipeline(spec, preset, run_dir, device=args.device)
     print(f"done: the report is {report}")
     return 0

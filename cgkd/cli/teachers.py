@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cgkd.io.config import load_yaml
-from cgkd.train.trainer import TrainConfig
+if TYPE_CHECKING:  # argparse building stays light: torch is imported in run() only
+    from cgkd.train.trainer import TrainConfig
 
 
 def add_common_training_args(p: argparse.ArgumentParser) -> None:
     """Options shared by ``cgkd teachers`` and ``cgkd distill``."""
     p.add_argument("--arch", default="hipnn", help="architecture (cgkd.nn.ARCHITECTURES: hipnn, painn); default hipnn")
     p.add_argument(
-        "--preset", default="small", help="architecture preset (small, medium, large) or a YAML file of its config fields; default small"
+        "--arch-preset", default="small", metavar="NAME|FILE",
+        help="architecture preset (small, medium, large) or a YAML file of its config fields; default small",
     )
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (overrides the config's max_epochs)")
     p.add_argument("--config", default=None, help="TrainConfig YAML (cgkd.train.TrainConfig fields; unknown keys rejected)")
@@ -26,23 +27,27 @@ def add_common_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="base seed (overrides the config's seed)")
 
 
-def preset_arg(preset: str):
-    """A preset name, or the dict in a YAML file of architecture config fields."""
+def arch_preset_arg(preset: str):
+    """An architecture preset name, or the dict in a YAML file of architecture config fields."""
     if preset.endswith((".yaml", ".yml", ".json")):
         import yaml
 
         path = Path(preset)
         if not path.is_file():
-            raise FileNotFoundError(f"--preset file {preset!r} does not exist")
+            raise FileNotFoundError(f"--arch-preset file {preset!r} does not exist")
         data = yaml.safe_load(path.read_text())
         if not isinstance(data, dict):
-            raise ValueError(f"--preset file {preset!r} must hold a mapping of config fields, got {type(data).__name__}")
+            raise ValueError(f"--arch-preset file {preset!r} must hold a mapping of config fields, got {type(data).__name__}")
         return data
     return preset
 
 
 def training_config(args) -> TrainConfig:
     import sys
+    from dataclasses import replace
+
+    from cgkd.io.config import load_yaml
+    from cgkd.train.trainer import TrainConfig
 
     cfg = load_yaml(TrainConfig, args.config) if args.config else TrainConfig()
     over = {"progress": sys.stderr.isatty()}
@@ -83,7 +88,7 @@ def run(args) -> int:
         Path(args.out),
         n_members=args.members,
         arch=args.arch,
-        preset=preset_arg(args.preset),
+        preset=arch_preset_arg(args.arch_preset),
         config=training_config(args),
         members=args.only,
         n_workers=args.workers,

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from cgkd.io.atomic import atomic_path
+from cgkd.io.formats import check_format
 
 FORMAT = "cgkd-potential"
 FORMAT_VERSION = 1
@@ -144,16 +145,14 @@ def make_metadata(
 
 
 def check_metadata(metadata: Any, source: str = "artefact") -> dict:
-    """Raise ``ValueError`` unless ``metadata`` describes an artefact this cgkd can run; return it."""
+    """Raise ``ValueError`` unless ``metadata`` describes an artefact this cgkd can run; return it.
+
+    Format and version go through the shared check :func:`cgkd.io.formats.check_format` (its
+    ``FormatError`` is a ``ValueError``).
+    """
     if not isinstance(metadata, dict):
         raise ValueError(f"{source}: metadata must be a JSON object, got {type(metadata).__name__}")
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{source}: format is {metadata.get('format')!r}, expected {FORMAT!r}")
-    version = metadata.get("format_version")
-    if not isinstance(version, int) or version < 1 or version > FORMAT_VERSION:
-        raise ValueError(
-            f"{source}: format_version is {version!r}; this cgkd reads versions 1..{FORMAT_VERSION} (upgrade cgkd)"
-        )
+    version = check_format(metadata.get("format"), metadata.get("format_version"), FORMAT, FORMAT_VERSION, source)
     if metadata.get("units") != UNITS:
         raise ValueError(f"{source}: units are {metadata.get('units')!r}, expected {UNITS!r}")
     missing = [k for k in ("type_names", "type_masses", "cutoff", "periodic", "dtype") if k not in metadata]
@@ -314,18 +313,34 @@ def export_cg_potential(potential: torch.nn.Module, path: str | Path, *, type_ma
                             provenance=prov, dtype=dtype)
 
 
-def export_checkpoint(checkpoint: str | Path, cg_path: str | Path, out: str | Path, *, dtype: Optional[str] = None,
-                      provenance: Optional[dict] = None) -> dict:
-    """Export a trained model file (``cgkd.nn.save_potential``) for the CG system of ``cg_path``.
+def export_model(model_file: str | Path, cg_path: str | Path, out: str | Path, *, dtype: Optional[str] = None,
+                 provenance: Optional[dict] = None) -> dict:
+    """Export a model file (``cgkd.nn.save_potential``: a teacher's or student's ``model.pt``) as an artefact.
 
-    Bead masses per type are the mean bead masses of that type in the CG dataset; periodicity follows the
-    dataset. Returns the artefact's metadata.
+    Parameters
+    ----------
+    model_file : str or Path
+        The trained model file.
+    cg_path : str or Path
+        CG dataset (``cgkd-cg``) of the system: bead masses per type are the mean bead masses of that
+        type in it (amu); periodicity follows it.
+    out : str or Path
+        The artefact to write (conventionally ``*.pt``).
+    dtype : {"float32", "float64"}, optional
+        Default: the model's parameter dtype.
+    provenance : dict, optional
+        Added to the provenance (which records ``model_file`` and ``cg_data``).
+
+    Returns
+    -------
+    dict
+        The artefact's metadata.
     """
     from cgkd.data.cg_h5 import read_cg
     import cgkd.nn.priors  # noqa: F401  (registers the prior kinds load_potential looks up)
     from cgkd.nn.potential import load_potential
 
-    potential = load_potential(checkpoint)
+    potential = load_potential(model_file)
     data = read_cg(cg_path, frames=slice(0, 1))
     names = list(potential.type_names)
     missing = sorted(set(data.type_names) - set(names))
@@ -333,6 +348,6 @@ def export_checkpoint(checkpoint: str | Path, cg_path: str | Path, out: str | Pa
         raise ValueError(f"the CG dataset {cg_path} has bead types {missing} that the model does not know ({names})")
     remap = [names.index(data.type_names[t]) for t in data.types]
     masses = type_masses_from_data(names, remap, data.masses)
-    prov = {"checkpoint": str(checkpoint), "cg_data": str(cg_path)}
+    prov = {"model_file": str(model_file), "cg_data": str(cg_path)}
     prov.update(provenance or {})
     return export_cg_potential(potential, out, type_masses=masses, periodic=data.periodic, dtype=dtype, provenance=prov)

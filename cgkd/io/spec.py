@@ -1,12 +1,14 @@
 """System specifications: composition, force field, thermodynamic state, protocol and CG mappings.
 
 A spec is a YAML file (see ``docs/systems.md``) loaded into :class:`SystemSpec`; unknown keys are
-rejected. Paths inside a spec (templates) are relative to the spec file's folder.
+rejected. Paths inside a spec (templates) are relative to the spec file's folder. The specs that ship
+with cgkd are package data of ``cgkd.systems`` (``systems/`` at the repository root links there).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -14,8 +16,9 @@ import yaml
 
 from cgkd.io.config import from_dict, to_dict
 
-#: Folder with the specs that ship with cgkd (``systems/`` at the repository root).
-SYSTEMS_DIR = Path(__file__).resolve().parents[2] / "systems"
+#: Folder with the specs that ship with cgkd: the package data of ``cgkd.systems`` (a folder on disk, since a
+#: spec's templates are read by path; cgkd is never run from a zip file).
+SYSTEMS_DIR = Path(str(files("cgkd.systems")))
 
 
 @dataclass(frozen=True)
@@ -145,16 +148,24 @@ class SystemSpec:
         return yaml.safe_dump(d, sort_keys=False)
 
 
+def shipped_systems() -> list:
+    """Names of the specs that ship with cgkd (``load_spec(name)`` loads each)."""
+    return sorted(x.stem for x in SYSTEMS_DIR.glob("*.yaml"))
+
+
 def load_spec(path_or_name: str | Path) -> SystemSpec:
-    """Load a spec from a YAML path, or by name from the specs shipped in ``systems/``."""
+    """Load a spec from a YAML path, or by name from the specs shipped with cgkd (:func:`shipped_systems`).
+
+    A path that exists wins over a shipped name; the spec's ``source`` is the resolved path of its file.
+    """
     p = Path(path_or_name)
     if not p.is_file():
         cand = SYSTEMS_DIR / f"{path_or_name}.yaml"
         if cand.is_file():
             p = cand
         else:
-            shipped = sorted(x.stem for x in SYSTEMS_DIR.glob("*.yaml"))
-            raise FileNotFoundError(f"spec {str(path_or_name)!r} is neither a file nor a shipped system {shipped}")
+            raise FileNotFoundError(
+                f"spec {str(path_or_name)!r} is neither a file nor a shipped system {shipped_systems()}")
     with open(p) as fh:
         data = yaml.safe_load(fh) or {}
     data["source"] = str(p.resolve())
@@ -174,6 +185,7 @@ __all__ = [
     "ProtocolSpec",
     "SystemSpec",
     "load_spec",
+    "shipped_systems",
     "spec_from_yaml_text",
     "SYSTEMS_DIR",
 ]

@@ -38,3 +38,10 @@ def test_pipeline_runs_caches_and_reruns_downstream(tmp_path):
 def test_unknown_preset_is_refused(tmp_path):
     with pytest.raises(ValueError, match="preset must be one of"):
         run_pipeline("reline", "huge", tmp_path)
+
+
+def test_preset_file_is_checked_before_any_stage(tmp_path):
+    (tmp_path / "p.yaml").write_text("size: test\nn_member: 2\n")
+    with pytest.raises(ValueError, match=r"p\.yaml: unknown key\(s\) \['n_member'\]"):
+        run_pipeline("reline", tmp_path / "p.yaml", tmp_path / "run")
+    assert not (tmp_path / "run").exists()

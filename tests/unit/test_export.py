@@ -1,6 +1,7 @@
 """Export artefacts: eager vs scripted vs saved-and-loaded, finite-difference forces, metadata checks."""
 
 import json
+import re
 import zipfile
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 from cgkd.export import LennardJonesPair, export_potential, load_potential_artefact, normalize_bonded_priors
 from cgkd.export.artefact import FORMAT_VERSION, METADATA_FILE
+from cgkd.io.formats import FormatError
 
 TYPES = ["A", "B"]
 
@@ -117,8 +119,12 @@ def _rewrite_metadata(src, dst, change):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda m: m.update(format="something-else"), "format"),
-        (lambda m: m.update(format_version=FORMAT_VERSION + 1), "format_version"),
+        (lambda m: m.update(format="something-else"), r"is not a cgkd-potential file \(its format is 'something-else'"),
+        (lambda m: m.pop("format"), "its format is None"),
+        (lambda m: m.update(format_version=FORMAT_VERSION + 1),
+         rf"format_version {FORMAT_VERSION + 1} is not readable.*1\.\.{FORMAT_VERSION}.*upgrade cgkd"),
+        (lambda m: m.update(format_version="one"), "format_version must be an integer, got 'one'"),
+        (lambda m: m.update(format_version=0), "format_version 0 is not readable"),
         (lambda m: m["units"].update(length="angstrom"), "units"),
         (lambda m: m.update(type_masses=[1.0, 0.0]), "type_masses"),
         (lambda m: m.pop("cutoff"), "cutoff"),
@@ -129,6 +135,13 @@ def test_bad_metadata_is_refused(tmp_path, change, message):
     _export(tmp_path / "m.pt")
     _rewrite_metadata(tmp_path / "m.pt", tmp_path / "bad.pt", change)
     with pytest.raises(ValueError, match=message):
+        load_potential_artefact(tmp_path / "bad.pt")
+
+
+def test_format_errors_are_the_shared_ones(tmp_path):
+    _export(tmp_path / "m.pt")
+    _rewrite_metadata(tmp_path / "m.pt", tmp_path / "bad.pt", lambda m: m.update(format_version=FORMAT_VERSION + 1))
+    with pytest.raises(FormatError, match=rf"^{re.escape(str(tmp_path / 'bad.pt'))}: cgkd-potential format_version"):
         load_potential_artefact(tmp_path / "bad.pt")
 
 
@@ -179,3 +192,21 @@ def test_reference_potential_rejects_bad_parameters():
         LennardJonesPair(TYPES, [[0.4, 0.4], [0.4, 0.4]], [[1, 2], [1, 1]], 0.9)
     with pytest.raises(ValueError, match="cutoff"):
         LennardJonesPair(TYPES, [[0.4, 0.4], [0.4, 0.4]], [[1, 1], [1, 1]], -1.0)
+
+
+def test_export_model_writes_an_artefact_of_a_model_file(tmp_path):
+    from cgkd.data.cg_h5 import write_cg
+    from cgkd.export import export_model
+    from cgkd.nn.potential import save_potential
+
+    from test_export_cgpotential import _data, _potential
+
+    save_potential(tmp_path / "model.pt", _potential())
+    write_cg(tmp_path / "cg.h5", _data())
+    meta = export_model(tmp_path / "model.pt", tmp_path / "cg.h5", tmp_path / "student.pt", dtype="float32",
+                        provenance={"run": "x"})
+    assert load_potential_artefact(tmp_path / "student.pt")[1] == meta
+    assert meta["dtype"] == "float32" and meta["type_masses"] == [76.0, 60.0]
+    assert meta["provenance"]["model_file"] == str(tmp_path / "model.pt") and meta["provenance"]["run"] == "x"
+    with pytest.raises(FileNotFoundError):
+        export_model(tmp_path / "none.pt", tmp_path / "cg.h5", tmp_path / "x.pt")

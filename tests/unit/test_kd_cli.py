@@ -19,7 +19,7 @@ def test_teachers_then_distill(tmp_path, capsys):
     write_cg(tmp_path / "cg.h5", lj_fluid(n_frames=20))
     (tmp_path / "arch.yaml").write_text(yaml.safe_dump(TINY))
     (tmp_path / "train.yaml").write_text(yaml.safe_dump({"batch_size": 8, "lr": 0.005, "max_epochs": 5}))
-    common = ["--preset", str(tmp_path / "arch.yaml"), "--config", str(tmp_path / "train.yaml"), "--epochs", "1"]
+    common = ["--arch-preset", str(tmp_path / "arch.yaml"), "--config", str(tmp_path / "train.yaml"), "--epochs", "1"]
     rc = main(["teachers", str(tmp_path / "cg.h5"), "--out", str(tmp_path / "t"), "--members", "2", *common])
     assert rc == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
@@ -37,7 +37,10 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["teachers", str(tmp_path / "none.h5"), "--out", str(tmp_path / "t")]) == 2
     assert "cg_path" in capsys.readouterr().err
     assert main(["distill", str(tmp_path / "none.h5"), "--teachers", "x", "--out", "y"]) == 2
-    assert main(["teachers", str(tmp_path / "none.h5"), "--out", "t", "--preset", str(tmp_path / "p.yaml")]) == 2
-    assert "--preset file" in capsys.readouterr().err
+    assert main(["teachers", str(tmp_path / "none.h5"), "--out", "t", "--arch-preset", str(tmp_path / "p.yaml")]) == 2
+    assert "--arch-preset file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # --preset is the pipeline preset of cgkd run only
+        main(["teachers", "cg.h5", "--out", "t", "--preset", "small"])
+    assert "unrecognized arguments: --preset" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["distill", "cg.h5", "--teachers", "x", "--out", "y", "--force-target", "median"])

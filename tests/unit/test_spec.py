@@ -1,6 +1,9 @@
 """System specs: shipped specs load, match their force fields, and bad input is rejected with clear errors."""
 
 import dataclasses
+import os
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import openmm.app as app
@@ -8,7 +11,9 @@ import pytest
 import yaml
 
 from cgkd.io.config import from_dict, to_dict
-from cgkd.io.spec import SYSTEMS_DIR, ProtocolSpec, SystemSpec, load_spec, spec_from_yaml_text
+from cgkd.io.spec import SYSTEMS_DIR, ProtocolSpec, SystemSpec, load_spec, shipped_systems, spec_from_yaml_text
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _reline_dict():
@@ -27,6 +32,46 @@ def test_shipped_specs_load_with_expected_content():
     water = load_spec(SYSTEMS_DIR / "water.yaml")
     assert water.molecules[0].residue == "HOH" and water.rigid_water
     assert 200 <= water.size("quick").units <= 300
+
+
+def test_shipped_specs_are_package_data_found_from_anywhere(tmp_path, monkeypatch):
+    import cgkd
+
+    assert SYSTEMS_DIR == Path(cgkd.__file__).parent / "systems"
+    assert shipped_systems() == ["reline", "water"]
+    monkeypatch.chdir(tmp_path)  # by name, from a folder that is not the checkout
+    for name in shipped_systems():
+        spec = load_spec(name)
+        assert spec.name == name and Path(spec.source) == SYSTEMS_DIR / f"{name}.yaml"
+        assert all(spec.template_path(m).is_file() for m in spec.molecules)
+    monkeypatch.chdir(ROOT)  # through the repository's systems/ link, as `make demo` does
+    spec = load_spec("systems/reline.yaml")
+    assert spec == load_spec("reline") and all(spec.template_path(m).is_file() for m in spec.molecules)
+    assert load_spec(Path("systems") / "water.yaml") == load_spec("water")
+
+
+def test_a_path_wins_over_a_shipped_name(tmp_path, monkeypatch):
+    d = _reline_dict()
+    d["name"] = "my_reline"
+    for mol in d["molecules"]:
+        mol["template"] = str(SYSTEMS_DIR / mol["template"])  # absolute template paths work too
+    (tmp_path / "reline").write_text(yaml.safe_dump(d))
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec("reline")
+    assert spec.name == "my_reline" and all(spec.template_path(m).is_file() for m in spec.molecules)
+
+
+def test_systems_link_and_package_data():
+    link = ROOT / "systems"
+    assert link.is_symlink() and os.readlink(link) == os.path.join("cgkd", "systems")  # relative: survives a move
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["cgkd.systems"]
+    declared = {p.relative_to(SYSTEMS_DIR) for pattern in patterns for p in SYSTEMS_DIR.glob(pattern)}
+    present = {p.relative_to(SYSTEMS_DIR) for p in SYSTEMS_DIR.rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts and p.name != "__init__.py"}
+    assert present == declared, "every file in cgkd/systems must be declared as package data in pyproject.toml"
+    for spec in map(load_spec, shipped_systems()):
+        assert {Path(m.template) for m in spec.molecules} <= declared
 
 
 @pytest.mark.parametrize("name", ["reline", "water"])

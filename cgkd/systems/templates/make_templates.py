@@ -5,7 +5,7 @@ No RDKit: atoms are placed from the residue's bond graph, relaxed with a soft cu
 with the real force field. Each template is checked with ``ForceField.createSystem`` on a
 ``Modeller`` topology. Run from anywhere::
 
-    python systems/templates/make_templates.py
+    python cgkd/systems/templates/make_templates.py
 """
 
 from __future__ import annotations
