@@ -70,7 +70,7 @@ def run(preset: str, run_dir: Path, kd_dir: Path, out_dir: Path, device: str, sk
     from cgkd.analysis import compare
     from cgkd.analysis.report import CompareSettings
     from cgkd.data.cg_h5 import read_cg
-    from cgkd.export import export_checkpoint
+    from cgkd.export import export_model
     from cgkd.kd.labels import ensemble_predictions, force_rmse, predict, read_labels
     from cgkd.kd.students import FORCE_LABEL
     from cgkd.kd.teachers import build_potential, read_split
@@ -135,7 +135,7 @@ def run(preset: str, run_dir: Path, kd_dir: Path, out_dir: Path, device: str, sk
                           extra={"role": "student", "variant": label})
                 save_potential(folder / "model.pt", res.model.cpu(), extra={"variant": label, "n_extra": n_extra})
             if not (folder / "export.pt").is_file():
-                export_checkpoint(folder / "model.pt", cg_path, folder / "export.pt")
+                export_model(folder / "model.pt", cg_path, folder / "export.pt")
             wall[f"{label}@{seed}"] = time.perf_counter() - t0
             if not (md_dir / "summary.json").is_file():
                 t0 = time.perf_counter()

@@ -157,7 +157,7 @@ def run_table(p: KDPreset, run_dir: Path, out_dir: Path, device: str = "cpu", st
 
     from cgkd.analysis import compare
     from cgkd.analysis.report import CompareSettings
-    from cgkd.export import export_cg_potential, export_checkpoint, read_metadata
+    from cgkd.export import export_cg_potential, export_model, read_metadata
     from cgkd.kd import ensemble_errors, train_student
     from cgkd.kd.teachers import load_teachers, member_dir, read_ensemble
     from cgkd.nn.ensemble import EnsemblePotential
@@ -177,13 +177,10 @@ def run_table(p: KDPreset, run_dir: Path, out_dir: Path, device: str = "cpu", st
         if not path.is_file():
             meta = read_metadata(run_dir / "export" / "student.pt") if (run_dir / "export" / "student.pt").is_file() else None
             from cgkd.data.cg_h5 import read_cg
-            from cgkd.export.artefact import type_masses_from_data
 
             ens = EnsemblePotential(load_teachers(teacher_dir))
             data = read_cg(cg_path, frames=slice(0, 1))
-            names = list(ens.type_names)
-            masses = meta["type_masses"] if meta else type_masses_from_data(
-                names, [names.index(data.type_names[t]) for t in data.types], data.masses)
+            masses = meta["type_masses"] if meta else data.topology.masses_by_type(ens.type_names).tolist()
             export_cg_potential(ens, path, type_masses=masses, periodic=data.periodic)
     for seed in p.seeds:
         for ft, et in p.combos:
@@ -199,7 +196,7 @@ def run_table(p: KDPreset, run_dir: Path, out_dir: Path, device: str = "cpu", st
             force_rmse[f"{label}@{seed}"] = info["force_rmse_vs_mapped"]
             art = folder / "export.pt"
             if not art.is_file():
-                export_checkpoint(folder / "model.pt", cg_path, art)
+                export_model(folder / "model.pt", cg_path, art)
             models[f"{label}@{seed}"] = art
             log(f"seed {seed} {label}: held-out force RMSE vs mapped {info['force_rmse_vs_mapped']:.1f} kJ/mol/nm "
                 f"({wall[f'{label}@{seed}']:.0f} s)")
@@ -208,7 +205,7 @@ def run_table(p: KDPreset, run_dir: Path, out_dir: Path, device: str = "cpu", st
             art = out_dir / f"seed{seed}" / "teacher.pt"
             if not art.is_file():
                 art.parent.mkdir(parents=True, exist_ok=True)
-                export_checkpoint(member_dir(teacher_dir, k) / "model.pt", cg_path, art)
+                export_model(member_dir(teacher_dir, k) / "model.pt", cg_path, art)
             models[f"teacher@{seed}"] = art
             mine(f"teacher@{seed}")
             force_rmse[f"teacher@{seed}"] = terr["member_rmse"][k]

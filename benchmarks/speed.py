@@ -128,7 +128,7 @@ def _scaling_point(args) -> dict:
 
     module, meta = load_potential_artefact(artefact, device=device)
     data = read_cg(cg_path, frames=slice(0, 1))
-    types = np.array([list(meta["type_names"]).index(data.type_names[t]) for t in data.types])
+    types = data.topology.type_indices(meta["type_names"], "the artefact")
     pos, typ, bx = replicate_box(data.positions[0], types, data.box[0], k)
     gc.collect()
     base = rss_bytes()
@@ -232,17 +232,17 @@ def main(argv=None) -> int:
             raise FileNotFoundError(f"{f} does not exist; finish `cgkd run` in {run} first")
 
     from cgkd.data.cg_h5 import read_cg
-    from cgkd.export import export_cg_potential, export_checkpoint, load_potential_artefact
+    from cgkd.export import export_cg_potential, export_model, load_potential_artefact
     from cgkd.kd.teachers import load_teachers
     from cgkd.nn.ensemble import EnsemblePotential
 
     if not student_pt.is_file():  # the run has not reached its export stage: export the student here
         student_pt = ROOT / "benchmarks" / "runs" / "speed_student.pt"
         student_pt.parent.mkdir(parents=True, exist_ok=True)
-        export_checkpoint(run / "student" / "model.pt", cg_path, student_pt)
+        export_model(run / "student" / "model.pt", cg_path, student_pt)
     data = read_cg(cg_path, frames=slice(0, 1))
     student, meta = load_potential_artefact(student_pt, device=device)
-    types = np.array([list(meta["type_names"]).index(data.type_names[t]) for t in data.types])
+    types = data.topology.type_indices(meta["type_names"], "the artefact")
     pos, box = data.positions[0], data.box[0]
     result: dict = {"preset": args.preset, "device": device, "run_dir": str(run), "n_beads": int(data.n_beads)}
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,13 +17,17 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from cgkd.io.atomic import write_text
-from cgkd.io.config import to_dict
+from cgkd.io.config import load_yaml, to_dict
 from cgkd.io.spec import SystemSpec, load_spec
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Settings of one pipeline preset (sizes, epochs, steps)."""
+    """Settings of one pipeline preset (sizes, epochs, steps).
+
+    YAML-loadable (unknown keys rejected): ``load_preset("my.yaml")`` or ``cgkd run SPEC --preset my.yaml``
+    with a mapping of these fields; only ``size`` is required.
+    """
 
     size: str  # AA system size from the spec (quick, default, paper, test)
     force_map: str = "optimal"
@@ -47,6 +51,15 @@ class Preset:
     backend: Optional[str] = None  # None: TorchForce where it loads, else PythonForce
     workers: int = 1
 
+    def __post_init__(self):
+        for name in ("n_members", "teacher_epochs", "student_epochs", "cg_replicas", "cg_steps", "cg_report_interval",
+                     "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Preset.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("cg_timestep", "cg_friction"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Preset.{name} must be > 0, got {getattr(self, name)}")
+
 
 PRESETS: Dict[str, Preset] = {
     "test": Preset(
@@ -60,6 +73,23 @@ PRESETS: Dict[str, Preset] = {
         cg_report_interval=250,
     ),
 }
+
+
+def load_preset(preset: str | Path | Preset) -> Preset:
+    """A :class:`Preset`: a shipped name (``test``, ``quick``, ``paper``), a YAML file of Preset fields, or a Preset.
+
+    Raises ``ValueError`` for an unknown name or an unknown or ill-typed key in the file, ``FileNotFoundError``
+    for a missing ``.yaml``/``.yml`` file.
+    """
+    if isinstance(preset, Preset):
+        return preset
+    text = str(preset)
+    if text in PRESETS:
+        return PRESETS[text]
+    if isinstance(preset, Path) or text.endswith((".yaml", ".yml")) or Path(text).is_file():
+        return load_yaml(Preset, preset)
+    raise ValueError(f"preset must be one of {sorted(PRESETS)}, a YAML file of Preset fields or a Preset, got {preset!r}")
+
 
 STAGES = ["aa", "map", "teachers", "labels", "student", "control", "export", "cgmd", "compare"]
 
@@ -112,24 +142,20 @@ def _train_config(epochs: int, seed: int, device: str, threads: int | None):
     return TrainConfig(max_epochs=epochs, seed=seed, device=device, threads=threads, progress=False)
 
 
-def run_pipeline(spec: SystemSpec | str | Path, preset: str | Preset = "quick", run_dir: str | Path = "runs/run",
+def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "quick", run_dir: str | Path = "runs/run",
                  *, device: str = "cpu", log: Callable[[str], None] = print) -> Path:
     """Run every stage of the pipeline in ``run_dir``; returns the path of the report (``report.md``).
 
     Parameters
     ----------
     spec : SystemSpec, path or shipped name ("reline", "water")
-    preset : "test", "quick", "paper" or a :class:`Preset`
+    preset : "test", "quick", "paper", a YAML file of :class:`Preset` fields, or a Preset (see :func:`load_preset`)
     run_dir : folder of the run; rerunning the same command resumes and skips finished stages
     device : torch device for training ("cpu" or "cuda")
     """
     if not isinstance(spec, SystemSpec):
         spec = load_spec(spec)
-    if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)} or a Preset, got {preset!r}")
-        preset = PRESETS[preset]
-    p = preset
+    p = load_preset(preset)
     spec.size(p.size)  # fails early for an unknown size
     run = Run(spec, p, Path(run_dir), device=device, log=log)
     threads = 1 if p.workers > 1 else None
@@ -137,11 +163,11 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Preset = "quick", 
 
     def aa(folder: Path) -> dict:
         from cgkd.aa import simulate
-        from cgkd.io.aa_h5 import read_aa
+        from cgkd.io.aa_h5 import n_frames as aa_n_frames, read_aa
 
         out = simulate(spec, size=p.size, out=folder / "aa.h5", production_steps=p.aa_production_steps, progress=True)
         aa_data = read_aa(out, frames=slice(0, 1))
-        n = read_aa_frames(out)
+        n = aa_n_frames(out)
         return {"path": str(out), "atoms": aa_data.n_atoms, "frames": n,
                 "line": f"AA MD: {aa_data.n_atoms} atoms, {n} frames -> {out}"}
 
@@ -213,12 +239,12 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Preset = "quick", 
         models["control"] = s_c["model"]
 
     def export(folder: Path) -> dict:
-        from cgkd.export import export_checkpoint
+        from cgkd.export import export_model
 
         out = {}
         for label, model in models.items():
             path = folder / f"{label}.pt"
-            export_checkpoint(model, cg_path, path)
+            export_model(model, cg_path, path)
             out[label] = str(path)
         return {"artefacts": out, "line": "exported " + ", ".join(f"{k} -> {v}" for k, v in out.items())}
 
@@ -257,12 +283,3 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Preset = "quick", 
     s_cmp = run.stage("compare", ["cgmd"], {}, compare_body)
     log(f"report: {s_cmp['report']}")
     return Path(s_cmp["report"])
-
-
-def read_aa_frames(path) -> int:
-    import h5py
-
-    from cgkd import keys
-
-    with h5py.File(path, "r") as h5:
-        return int(h5[keys.POSITIONS].shape[0])

@@ -33,9 +33,10 @@ def main(argv=None) -> int:
 
     data = read_cg(args.cg, frames=slice(0, 1))
     module, meta = load_potential_artefact(args.model)
-    types = [meta["type_names"].index(data.type_names[t]) for t in data.types]
-    topology = data.topology()
-    system = create_system((module, meta), topology, types=types, masses=data.masses, backend=args.backend)
+    # the CG topology (types, masses, bonds) of the dataset; types are matched to the artefact's by name
+    system = create_system((module, meta), data.topology, box=None if data.box is None else data.box[0],
+                           backend=args.backend)
+    topology = data.openmm_topology()
 
     integrator = openmm.LangevinMiddleIntegrator(data.temperature * u.kelvin, args.friction / u.picosecond,
                                                  args.timestep * u.picosecond)

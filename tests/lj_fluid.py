@@ -47,18 +47,13 @@ def simulate_lj(n_side: int, n_frames: int, stride: int, temperature: float = 12
 def lj_cg_data(positions: np.ndarray, forces: np.ndarray, box: float, temperature: float = 120.0):
     """A one-type ("AR") CGData of LJ frames: positions and force labels (F, N, 3), cubic box edge (nm)."""
     from cgkd.data.cg_h5 import CGData
+    from cgkd.topology import Topology
 
     f, n = positions.shape[:2]
     return CGData(
         positions=positions,
         forces=forces,
         box=np.tile(np.eye(3) * box, (f, 1, 1)),
-        types=np.zeros(n, dtype=np.int64),
-        type_names=["AR"],
-        bead_names=["AR"] * n,
-        masses=np.full(n, MASS),
-        bead_residue=np.arange(n),
-        residue_names=["AR"] * n,
-        bonds=np.zeros((0, 2), dtype=np.int64),
+        topology=Topology(["AR"], np.zeros(n, dtype=np.int64), np.full(n, MASS), molecule_names=["AR"] * n),
         temperature=temperature,
     )

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from cgkd import units
 from cgkd.aa.build import AASystem, build, choose_platform, make_context, make_integrator
-from cgkd.io.aa_h5 import AAWriter, create_aa, read_blob
+from cgkd.io.aa_h5 import AAWriter, create_aa, read_blob, read_header
 from cgkd.io.atomic import atomic_path
 from cgkd.io.spec import SystemSpec, load_spec
 
@@ -129,12 +129,8 @@ def _restore(ctx: openmm.Context, checkpoint: bytes, state_xml: bytes) -> None:
 
 
 def _check_existing(out: Path, spec: SystemSpec, size: str, interval: int) -> None:
-    import h5py
-
-    with h5py.File(out, "r") as h5:
-        attrs = json.loads(h5.attrs.get("attrs", "{}"))
-        stored = h5["spec"][()] if "spec" in h5 else b""
-    stored = stored.decode() if isinstance(stored, bytes) else str(stored)
+    header = read_header(out)
+    attrs, stored = header["attrs"], header["spec_yaml"] or ""
     problems = []
     if stored != spec.to_yaml():
         problems.append("its embedded spec differs from the requested one")

@@ -10,7 +10,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from cgkd.analysis.frames import Frames, minimum_image
+from cgkd import geometry
+from cgkd.analysis.frames import Frames
 
 
 def triplet_name(type_names, key: Tuple[int, int, int]) -> str:
@@ -28,7 +29,7 @@ def _triplets(frames: Frames, cutoff: float):
         pos = frames.positions[f]
         out: Dict[tuple, list] = {}
         for j in range(n):
-            d = minimum_image(pos - pos[j], box)
+            d = geometry.minimum_image(pos - pos[j], box)
             r = np.linalg.norm(d, axis=1)
             nb = np.flatnonzero((r < cutoff) & (np.arange(n) != j))
             if len(nb) < 2:

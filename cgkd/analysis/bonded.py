@@ -1,62 +1,48 @@
-"""Bond, angle and dihedral distributions of multi-bead molecules, per bead-type tuple."""
+"""Bond, angle and dihedral distributions of multi-bead molecules, per bead-type tuple.
+
+The terms are the topology's (``Frames.topology.bonds``, ``.angles``, ``.dihedrals``: the lists the
+priors and the exported OpenMM forces use) and the values come from :mod:`cgkd.geometry`, so the
+dihedrals have the IUPAC sign of OpenMM's ``PeriodicTorsionForce``.
+"""
 
 from __future__ import annotations
 
 from typing import Dict, Tuple
 
-import networkx as nx
 import numpy as np
 
-from cgkd.analysis.frames import Frames, minimum_image
+from cgkd import geometry
+from cgkd.analysis.frames import Frames
+from cgkd.topology import canonical
 
-
-def bonded_tuples(n_beads: int, bonds: np.ndarray):
-    """Bonds (i, j), angles (i, j, k) and proper dihedrals (i, j, k, l) from the bond graph."""
-    g = nx.Graph()
-    g.add_nodes_from(range(n_beads))
-    g.add_edges_from(map(tuple, np.asarray(bonds).reshape(-1, 2).tolist()))
-    bond_list = sorted(tuple(sorted(e)) for e in g.edges())
-    angles = [(i, j, k) for j in g.nodes() for a, i in enumerate(sorted(g[j])) for k in sorted(g[j])[a + 1:]]
-    dihedrals = [(i, j, k, m) for j, k in bond_list for i in g[j] if i != k for m in g[k] if m not in (i, j)]
-    return np.array(bond_list, dtype=np.int64).reshape(-1, 2), np.array(angles, dtype=np.int64).reshape(-1, 3), \
-        np.array(dihedrals, dtype=np.int64).reshape(-1, 4)
-
-
-def _key(types, idx) -> tuple:
-    t = tuple(int(types[i]) for i in idx)
-    return min(t, t[::-1])
-
-
-def _vec(frames: Frames, f: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    box = None if frames.box is None else frames.box[f]
-    return minimum_image(frames.positions[f, j] - frames.positions[f, i], box)
+_VALUES = {
+    "bonds": lambda x, t, box: geometry.distances(x, t, box),
+    "angles": lambda x, t, box: np.degrees(geometry.angles(x, t, box)),
+    "dihedrals": lambda x, t, box: np.degrees(geometry.dihedrals(x, t, box)),
+}
 
 
 def bonded_values(frames: Frames) -> Dict[str, Dict[tuple, np.ndarray]]:
-    """All bond lengths (nm), angles (degrees) and dihedrals (degrees, -180..180) grouped by type tuple."""
-    bonds, angles, dihedrals = bonded_tuples(len(frames.types), frames.bonds)
-    out: Dict[str, Dict[tuple, list]] = {"bonds": {}, "angles": {}, "dihedrals": {}}
-    for f in range(frames.n_frames):
-        if len(bonds):
-            r = np.linalg.norm(_vec(frames, f, bonds[:, 0], bonds[:, 1]), axis=1)
-            for b, v in zip(bonds, r):
-                out["bonds"].setdefault(_key(frames.types, b), []).append(v)
-        if len(angles):
-            u = _vec(frames, f, angles[:, 1], angles[:, 0])
-            w = _vec(frames, f, angles[:, 1], angles[:, 2])
-            cos = np.einsum("ij,ij->i", u, w) / (np.linalg.norm(u, axis=1) * np.linalg.norm(w, axis=1))
-            for a, v in zip(angles, np.degrees(np.arccos(np.clip(cos, -1, 1)))):
-                out["angles"].setdefault(_key(frames.types, a), []).append(v)
-        if len(dihedrals):
-            b1 = _vec(frames, f, dihedrals[:, 0], dihedrals[:, 1])
-            b2 = _vec(frames, f, dihedrals[:, 1], dihedrals[:, 2])
-            b3 = _vec(frames, f, dihedrals[:, 2], dihedrals[:, 3])
-            n1, n2 = np.cross(b1, b2), np.cross(b2, b3)
-            m1 = np.cross(n1, b2 / np.linalg.norm(b2, axis=1)[:, None])
-            phi = np.degrees(np.arctan2(np.einsum("ij,ij->i", m1, n2), np.einsum("ij,ij->i", n1, n2)))
-            for d, v in zip(dihedrals, phi):
-                out["dihedrals"].setdefault(_key(frames.types, d), []).append(v)
-    return {kind: {k: np.asarray(v) for k, v in sorted(d.items())} for kind, d in out.items()}
+    """All bond lengths (nm), angles (degrees) and dihedrals (degrees, -180..180) grouped by type tuple.
+
+    Returns
+    -------
+    dict kind -> {canonical type-index tuple: np.ndarray of values over frames and terms}
+    """
+    top = frames.topology
+    out: Dict[str, Dict[tuple, np.ndarray]] = {}
+    for kind, value in _VALUES.items():
+        terms = top.terms(kind)
+        groups: Dict[tuple, list] = {}
+        for n, term in enumerate(terms):
+            groups.setdefault(canonical(int(t) for t in top.types[term]), []).append(n)
+        out[kind] = {}
+        if not len(terms):
+            continue
+        v = value(frames.positions, terms, frames.box)  # (F, T)
+        for key in sorted(groups):
+            out[kind][key] = v[:, groups[key]].ravel()
+    return out
 
 
 #: Histogram ranges per kind; bonds up to ``bond_max`` nm.

@@ -2,40 +2,37 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+import json
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
 
 from cgkd.data.cg_h5 import CGData, read_cg
+from cgkd.topology import Topology
 
 
 @dataclass
 class Frames:
-    """Bead positions of one continuous trajectory with what analysis needs to know about the beads.
+    """Bead positions of one continuous trajectory with the topology of its beads.
 
     Attributes
     ----------
     positions : np.ndarray, shape=(F, N, 3), float64, nm
         Not necessarily wrapped.
     box : np.ndarray or None, shape=(F, 3, 3), float64, nm
-    types : np.ndarray, shape=(N,), int64
-        Index into ``type_names``.
-    type_names : list of str
-    masses : np.ndarray, shape=(N,), float64, amu
-    bonds : np.ndarray, shape=(n_bonds, 2), int64
+    topology : cgkd.topology.Topology
+        Bead types and names, masses, molecules, bonds (and the angles and dihedrals derived from them).
     dt : float or None, ps
         Time between consecutive frames (None: unknown, no dynamics).
+
+    ``types``, ``type_names``, ``masses`` and ``bonds`` read through to the topology.
     """
 
     positions: np.ndarray
     box: Optional[np.ndarray]
-    types: np.ndarray
-    type_names: list
-    masses: np.ndarray
-    bonds: np.ndarray
+    topology: Topology
     dt: Optional[float] = None
 
     def __post_init__(self):
@@ -47,24 +44,46 @@ class Frames:
             self.box = np.asarray(self.box, dtype=np.float64)
             if self.box.shape != (f, 3, 3):
                 raise ValueError(f"box must have shape ({f}, 3, 3), got {self.box.shape}")
-        self.types = np.asarray(self.types, dtype=np.int64)
-        self.masses = np.asarray(self.masses, dtype=np.float64)
-        self.bonds = np.asarray(self.bonds, dtype=np.int64).reshape(-1, 2)
-        if self.types.shape != (n,) or self.masses.shape != (n,):
-            raise ValueError(f"types and masses must have shape ({n},), got {self.types.shape} and {self.masses.shape}")
+        if not isinstance(self.topology, Topology):
+            raise ValueError(f"topology must be a cgkd.topology.Topology, got {type(self.topology).__name__}")
+        if self.topology.n_particles != n:
+            raise ValueError(f"topology has {self.topology.n_particles} beads but positions has {n}")
 
     @property
     def n_frames(self) -> int:
         return self.positions.shape[0]
 
+    @property
+    def types(self) -> np.ndarray:
+        return self.topology.types
+
+    @property
+    def type_names(self) -> list:
+        return list(self.topology.type_names)
+
+    @property
+    def masses(self) -> np.ndarray:
+        return self.topology.masses
+
+    @property
+    def bonds(self) -> np.ndarray:
+        return self.topology.bonds
+
     def subsample(self, max_frames: Optional[int]) -> "Frames":
-        """At most ``max_frames`` evenly spaced frames (dt becomes None when frames are skipped unevenly)."""
+        """At most ``max_frames`` evenly spaced frames (dt scales with the stride)."""
         if max_frames is None or self.n_frames <= max_frames:
             return self
         step = int(np.ceil(self.n_frames / max_frames))
         sel = slice(None, None, step)
-        return Frames(self.positions[sel], None if self.box is None else self.box[sel], self.types, self.type_names,
-                      self.masses, self.bonds, None if self.dt is None else self.dt * step)
+        return Frames(self.positions[sel], None if self.box is None else self.box[sel], self.topology,
+                      None if self.dt is None else self.dt * step)
+
+    def one_type(self, name: str = "all") -> "Frames":
+        """The same frames with every bead of one type ``name`` (for all-bead distributions)."""
+        t = self.topology
+        top = Topology([name], np.zeros(t.n_particles, dtype=np.int64), t.masses, t.names, t.molecules,
+                       t.molecule_names, t.bonds)
+        return Frames(self.positions, self.box, top, self.dt)
 
 
 def from_cg_data(data: CGData) -> Frames:
@@ -74,13 +93,13 @@ def from_cg_data(data: CGData) -> Frames:
         steps = np.diff(data.time)
         if np.allclose(steps, steps[0], rtol=1e-6):
             dt = float(steps[0])
-    return Frames(data.positions, data.box, data.types, list(data.type_names), data.masses, data.bonds, dt)
+    return Frames(data.positions, data.box, data.topology, dt)
 
 
 def _from_run_dir(path: Path) -> List[Frames]:
     import mdtraj
 
-    info = json.loads((path / "system.json").read_text())
+    topology = Topology.from_json((path / "system.json").read_text(), str(path / "system.json"))
     summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").is_file() else {}
     dt = summary.get("timestep_ps", 0) * summary.get("report_interval", 0) or None
     out = []
@@ -88,8 +107,7 @@ def _from_run_dir(path: Path) -> List[Frames]:
         traj = mdtraj.load_dcd(str(dcd), top=str(path / "topology.pdb"))
         if traj.n_frames == 0:
             continue
-        out.append(Frames(traj.xyz, None if traj.unitcell_vectors is None else traj.unitcell_vectors, info["types"],
-                          info["type_names"], info["masses"], info["bonds"], dt))
+        out.append(Frames(traj.xyz, None if traj.unitcell_vectors is None else traj.unitcell_vectors, topology, dt))
     if not out:
         raise ValueError(f"{path} holds no replica trajectory with frames (replica_*.dcd)")
     return out
@@ -133,11 +151,10 @@ def load_frames(source, type_names: Optional[Sequence[str]] = None) -> List[Fram
         missing = sorted({a.name for a in source.topology.atoms} - set(names))
         if missing:
             raise ValueError(f"atom names {missing} of the trajectory are not bead types {names}")
-        types = [names.index(a.name) for a in source.topology.atoms]
         masses = [a.element.mass if a.element is not None and a.element.mass > 0 else 1.0 for a in source.topology.atoms]
-        bonds = [(b[0].index, b[1].index) for b in source.topology.bonds]
+        topology = Topology.from_openmm(source.topology.to_openmm(), names, masses=masses)
         dt = float(source.timestep) if source.n_frames > 1 and source.timestep > 0 else None
-        return [Frames(source.xyz, source.unitcell_vectors, types, names, masses, bonds, dt)]
+        return [Frames(source.xyz, source.unitcell_vectors, topology, dt)]
     raise ValueError(f"cannot read frames from a {type(source).__name__}; expected CGData, Frames, a path or mdtraj.Trajectory")
 
 
@@ -145,13 +162,4 @@ def concat(segments: Sequence[Frames]) -> Frames:
     """All frames of several segments of the same system, in one Frames (dt None: not continuous)."""
     first = segments[0]
     box = None if first.box is None else np.concatenate([s.box for s in segments])
-    return Frames(np.concatenate([s.positions for s in segments]), box, first.types, first.type_names, first.masses,
-                  first.bonds, None)
-
-
-def minimum_image(d: np.ndarray, box: Optional[np.ndarray]) -> np.ndarray:
-    """Minimum-image difference vectors ``d`` (..., 3) nm for one box (3, 3) nm (exact for orthorhombic boxes)."""
-    if box is None:
-        return d
-    frac = d @ np.linalg.inv(box)
-    return (frac - np.round(frac)) @ box
+    return Frames(np.concatenate([s.positions for s in segments]), box, first.topology, None)

@@ -6,7 +6,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from cgkd.analysis.frames import Frames, minimum_image
+from cgkd import geometry
+from cgkd.analysis.frames import Frames
 
 
 def default_r_max(frames: Frames, limit: float = 1.5) -> float:
@@ -52,9 +53,9 @@ def rdf(frames: Frames, a: int, b: int, r_max: Optional[float] = None, n_bins: i
     inv_vol = 0.0
     for f in range(frames.n_frames):
         box = frames.box[f]
-        d = minimum_image(frames.positions[f, j] - frames.positions[f, i], box)
+        d = geometry.minimum_image(frames.positions[f, j] - frames.positions[f, i], box)
         hist += np.histogram(np.linalg.norm(d, axis=1), bins=edges)[0]
-        inv_vol += 1.0 / abs(np.linalg.det(box))
+        inv_vol += 1.0 / geometry.box_volume(box)
     shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
     return 0.5 * (edges[1:] + edges[:-1]), hist / (len(i) * shell * inv_vol)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import openmm.unit as u
@@ -22,7 +22,11 @@ _NM2_PS_TO_1E5_CM2_S = float((1.0 * u.nanometer**2 / u.picosecond).value_in_unit
 
 @dataclass(frozen=True)
 class CompareSettings:
-    """Histogram settings shared by all trajectories (so that distributions share their bins)."""
+    """Histogram settings shared by all trajectories (so that distributions share their bins).
+
+    YAML-loadable (unknown keys rejected): ``cgkd.io.config.load_yaml(CompareSettings, path)`` or
+    ``cgkd compare ... --settings path``.
+    """
 
     r_max: Optional[float] = None  # nm; default: half the smallest reference box edge, at most 1.5 nm
     n_bins: int = 100  # RDF bins
@@ -32,7 +36,19 @@ class CompareSettings:
     bonded_bins: int = 60
     max_frames: int = 100  # per trajectory, for structure (evenly spaced)
     msd_max_frames: int = 400
-    fit_window: tuple = (0.2, 0.8)  # Einstein fit: fractions of the longest lag
+    fit_window: Tuple[float, float] = (0.2, 0.8)  # Einstein fit: fractions of the longest lag
+
+    def __post_init__(self):
+        for name in ("n_bins", "adf_bins", "cdf_bins", "bonded_bins", "max_frames", "msd_max_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"CompareSettings.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("r_max", "adf_cutoff"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"CompareSettings.{name} must be > 0 nm or None, got {getattr(self, name)}")
+        window = tuple(self.fit_window)
+        if len(window) != 2 or not 0.0 <= window[0] < window[1] <= 1.0:
+            raise ValueError(f"CompareSettings.fit_window must be two fractions 0 <= a < b <= 1, got {self.fit_window}")
+        object.__setattr__(self, "fit_window", (float(window[0]), float(window[1])))
 
 
 def _properties(segments, s: CompareSettings, r_max: float, adf_cutoff: float) -> dict:
@@ -129,8 +145,7 @@ def compare(reference, candidates: Dict[str, object], out_dir, *, settings: Opti
     r_max = default_r_max(ref_all) if s.r_max is None else s.r_max
     adf_cutoff = s.adf_cutoff
     if adf_cutoff is None:
-        all_types = Frames(ref_all.positions, ref_all.box, np.zeros_like(ref_all.types), ["all"], ref_all.masses,
-                           ref_all.bonds)
+        all_types = ref_all.one_type("all")
         adf_cutoff = first_minimum(*rdf(all_types, 0, 0, r_max, s.n_bins)) if ref_all.box is not None else 0.6
     props = {reference_label: _properties(ref_segments, s, r_max, adf_cutoff)}
     for label, segs in cand_segments.items():

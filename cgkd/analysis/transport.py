@@ -6,7 +6,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from cgkd import units
+from cgkd import geometry, units
 from cgkd.analysis.frames import Frames
 
 
@@ -14,7 +14,7 @@ def density(frames: Frames) -> np.ndarray:
     """Mass density per frame, g/cm^3; shape (F,)."""
     if frames.box is None:
         raise ValueError("density needs a periodic trajectory (frames.box is None)")
-    vol = np.abs(np.linalg.det(frames.box))
+    vol = geometry.box_volume(frames.box)
     return frames.masses.sum() / vol * units.AMU_PER_NM3_TO_G_PER_CM3
 
 
@@ -27,11 +27,7 @@ def unwrap(frames: Frames) -> np.ndarray:
     pos = frames.positions
     if frames.box is None or frames.n_frames < 2:
         return pos.copy()
-    d = np.diff(pos, axis=0)
-    for f in range(len(d)):
-        box = frames.box[f + 1]
-        frac = d[f] @ np.linalg.inv(box)
-        d[f] = (frac - np.round(frac)) @ box
+    d = geometry.minimum_image(np.diff(pos, axis=0), frames.box[1:])
     return np.concatenate([pos[:1], pos[:1] + np.cumsum(d, axis=0)])
 
 

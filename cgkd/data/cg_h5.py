@@ -1,25 +1,33 @@
-"""The coarse-grained dataset file (format ``cgkd-cg``, see docs/formats.md).
+"""The coarse-grained dataset file (format ``cgkd-cg``, see docs/formats.md): the one module that reads and writes it.
 
 One HDF5 file holds the mapped trajectory of one CG system: positions, forces and box per frame,
-and per bead the type, name, mass and molecule (residue). Knowledge-distillation labels live in the
-group ``labels`` of the same file (written by ``cgkd.kd.labels``).
+and the CG topology (:class:`cgkd.topology.Topology`: bead types, names, masses, molecules, bonds).
+Knowledge-distillation labels live in the group ``labels`` of the same file; they are written and
+read here too (:func:`write_labels`, :func:`read_labels`), so no other module opens the file.
+
+Versions: 1 (cgkd 0.1) stored the topology as separate datasets ``types``, ``masses``,
+``bead_residue``, ``bonds`` and attributes ``type_names``, ``bead_names``, ``residue_names``;
+2 stores it as one JSON attribute ``topology``. Both are read.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional, Sequence
 
 import h5py
 import numpy as np
 
 from cgkd import keys
 from cgkd.io.atomic import atomic_path
+from cgkd.io.formats import FormatError, check_format
+from cgkd.topology import Topology
 
 FORMAT = "cgkd-cg"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -33,32 +41,20 @@ class CGData:
         Mapped forces (the noisy CG force labels).
     box : np.ndarray or None, shape=(n_frames, 3, 3), float32, nm
         Box vectors as rows; None for a non-periodic system.
-    types : np.ndarray, shape=(n_beads,), int64
-        Index of each bead's type in ``type_names``.
-    type_names : list of str
-    bead_names : list of str, length n_beads
-    masses : np.ndarray, shape=(n_beads,), float64, amu
-    bead_residue : np.ndarray, shape=(n_beads,), int64
-        Molecule (residue) index of each bead.
-    residue_names : list of str, length n_residues
-    bonds : np.ndarray, shape=(n_bonds, 2), int64
-        CG bonds (bead index pairs inside a molecule).
+    topology : cgkd.topology.Topology
+        Bead types and type names, names, masses, molecules and bonds (angles and dihedrals derived).
     temperature : float, K
     time : np.ndarray or None, shape=(n_frames,), float64, ps
     attrs : dict
         Free-form provenance (mapping name, force map, source file, ...), JSON-serialisable.
+
+    ``types``, ``type_names``, ``masses`` and ``bonds`` read through to the topology.
     """
 
     positions: np.ndarray
     forces: np.ndarray
     box: Optional[np.ndarray]
-    types: np.ndarray
-    type_names: list
-    bead_names: list
-    masses: np.ndarray
-    bead_residue: np.ndarray
-    residue_names: list
-    bonds: np.ndarray
+    topology: Topology
     temperature: float
     time: Optional[np.ndarray] = None
     attrs: dict = field(default_factory=dict)
@@ -71,25 +67,18 @@ class CGData:
         if self.forces.shape != self.positions.shape:
             raise ValueError(f"forces has shape {self.forces.shape} but positions has {self.positions.shape}")
         f, b, _ = self.positions.shape
+        if not isinstance(self.topology, Topology):
+            raise ValueError(f"topology must be a cgkd.topology.Topology, got {type(self.topology).__name__}")
+        if self.topology.n_particles != b:
+            raise ValueError(f"topology has {self.topology.n_particles} beads but positions has {b}")
         if self.box is not None:
             self.box = np.asarray(self.box, dtype=np.float32)
             if self.box.shape != (f, 3, 3):
                 raise ValueError(f"box must have shape ({f}, 3, 3), got {self.box.shape}")
-        self.types = np.asarray(self.types, dtype=np.int64)
-        self.masses = np.asarray(self.masses, dtype=np.float64)
-        self.bead_residue = np.asarray(self.bead_residue, dtype=np.int64)
-        self.bonds = np.asarray(self.bonds, dtype=np.int64).reshape(-1, 2)
-        for name, arr in (("types", self.types), ("masses", self.masses), ("bead_residue", self.bead_residue)):
-            if arr.shape != (b,):
-                raise ValueError(f"{name} must have shape ({b},), got {arr.shape}")
-        if len(self.bead_names) != b:
-            raise ValueError(f"bead_names has {len(self.bead_names)} entries but there are {b} beads")
-        if b and (self.types.min() < 0 or self.types.max() >= len(self.type_names)):
-            raise ValueError(f"types must index type_names (0..{len(self.type_names) - 1})")
-        if np.any(self.masses <= 0):
-            raise ValueError("every bead needs a positive mass (mass 0 freezes a particle in OpenMM)")
         if self.time is not None:
             self.time = np.asarray(self.time, dtype=np.float64)
+            if self.time.shape != (f,):
+                raise ValueError(f"time must have shape ({f},), got {self.time.shape}")
 
     @property
     def n_frames(self) -> int:
@@ -103,43 +92,40 @@ class CGData:
     def periodic(self) -> bool:
         return self.box is not None
 
+    @property
+    def types(self) -> np.ndarray:
+        """np.ndarray, shape=(n_beads,), int64: the topology's type index of each bead."""
+        return self.topology.types
+
+    @property
+    def type_names(self) -> list:
+        return list(self.topology.type_names)
+
+    @property
+    def masses(self) -> np.ndarray:
+        """np.ndarray, shape=(n_beads,), float64, amu."""
+        return self.topology.masses
+
+    @property
+    def bonds(self) -> np.ndarray:
+        """np.ndarray, shape=(n_bonds, 2), int64: the topology's bonds."""
+        return self.topology.bonds
+
     def subset(self, frames) -> "CGData":
         """A copy with only ``frames`` (index array or slice)."""
         return CGData(
             positions=self.positions[frames],
             forces=self.forces[frames],
             box=None if self.box is None else self.box[frames],
-            types=self.types,
-            type_names=list(self.type_names),
-            bead_names=list(self.bead_names),
-            masses=self.masses,
-            bead_residue=self.bead_residue,
-            residue_names=list(self.residue_names),
-            bonds=self.bonds,
+            topology=self.topology,
             temperature=self.temperature,
             time=None if self.time is None else self.time[frames],
             attrs=dict(self.attrs),
         )
 
-    def topology(self):
-        """The CG system as an ``openmm.app.Topology`` (one residue per molecule, one chain)."""
-        import openmm.app as app
-
-        top = app.Topology()
-        chain = top.addChain()
-        residues = [top.addResidue(n, chain) for n in self.residue_names]
-        atoms = [top.addAtom(self.bead_names[i], None, residues[self.bead_residue[i]]) for i in range(self.n_beads)]
-        for i, j in self.bonds:
-            top.addBond(atoms[i], atoms[j])
-        if self.box is not None:
-            top.setPeriodicBoxVectors(self.box[0].astype(float).tolist())
-        return top
-
-    def mdtraj_topology(self):
-        """The CG system as an ``mdtraj.Topology`` (for trajectories and analysis)."""
-        import mdtraj
-
-        return mdtraj.Topology.from_openmm(self.topology())
+    def openmm_topology(self):
+        """The CG system as an ``openmm.app.Topology`` with the first frame's box (one residue per molecule)."""
+        return self.topology.to_openmm(None if self.box is None else self.box[0].astype(float))
 
 
 def write_cg(path: str | Path, data: CGData) -> None:
@@ -150,9 +136,7 @@ def write_cg(path: str | Path, data: CGData) -> None:
             h5.attrs["format_version"] = FORMAT_VERSION
             h5.attrs["units"] = json.dumps({"length": "nm", "force": "kJ/mol/nm", "mass": "amu", "time": "ps"})
             h5.attrs["temperature"] = float(data.temperature)
-            h5.attrs["type_names"] = json.dumps(list(data.type_names))
-            h5.attrs["bead_names"] = json.dumps(list(data.bead_names))
-            h5.attrs["residue_names"] = json.dumps(list(data.residue_names))
+            h5.attrs["topology"] = data.topology.to_json()
             h5.attrs["attrs"] = json.dumps(data.attrs)
             chunk = (min(max(data.n_frames, 1), 64), data.n_beads, 3)
             h5.create_dataset(keys.POSITIONS, data=data.positions, chunks=chunk if data.n_frames else None)
@@ -161,36 +145,115 @@ def write_cg(path: str | Path, data: CGData) -> None:
                 h5.create_dataset(keys.BOX, data=data.box)
             if data.time is not None:
                 h5.create_dataset(keys.TIME, data=data.time)
-            h5.create_dataset(keys.TYPES, data=data.types)
-            h5.create_dataset(keys.MASSES, data=data.masses)
-            h5.create_dataset("bead_residue", data=data.bead_residue)
-            h5.create_dataset("bonds", data=data.bonds)
 
 
-def read_cg(path: str | Path, frames=None) -> CGData:
-    """Read a CG dataset; ``frames`` (slice or sorted index array) selects frames."""
+def _open(path: str | Path, mode: str = "r") -> h5py.File:
+    """Open a CG dataset and check its format tag and version (errors name the file)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CG dataset {str(path)!r} does not exist")
+    try:
+        h5 = h5py.File(path, mode)
+    except OSError as exc:
+        raise FormatError(f"{path} is not a readable HDF5 file ({exc})") from None
+    try:
+        check_format(h5.attrs.get("format"), h5.attrs.get("format_version"), FORMAT, FORMAT_VERSION, str(path))
+    except Exception:
+        h5.close()
+        raise
+    return h5
+
+
+def _read_topology(h5: h5py.File, where: str) -> Topology:
+    if int(h5.attrs["format_version"]) >= 2:
+        return Topology.from_json(h5.attrs["topology"], where)
+    # version 1: separate datasets and attributes
+    return Topology(
+        type_names=json.loads(h5.attrs["type_names"]),
+        types=h5[keys.TYPES][()],
+        masses=h5[keys.MASSES][()],
+        names=json.loads(h5.attrs["bead_names"]),
+        molecules=h5["bead_residue"][()],
+        molecule_names=json.loads(h5.attrs["residue_names"]),
+        bonds=h5["bonds"][()],
+    )
+
+
+def read_cg(path: str | Path, frames=None) -> CGData:
+    """Read a CG dataset (any version); ``frames`` (slice or sorted index array) selects frames."""
     sel = slice(None) if frames is None else frames
-    with h5py.File(path, "r") as h5:
-        if h5.attrs.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a cgkd CG dataset (format attribute {h5.attrs.get('format')!r})")
-        version = int(h5.attrs["format_version"])
-        if version > FORMAT_VERSION:
-            raise ValueError(f"{path} has format version {version}; this cgkd reads up to {FORMAT_VERSION}")
+    with _open(path) as h5:
         return CGData(
             positions=h5[keys.POSITIONS][sel],
             forces=h5[keys.FORCES][sel],
             box=h5[keys.BOX][sel] if keys.BOX in h5 else None,
-            types=h5[keys.TYPES][()],
-            type_names=json.loads(h5.attrs["type_names"]),
-            bead_names=json.loads(h5.attrs["bead_names"]),
-            masses=h5[keys.MASSES][()],
-            bead_residue=h5["bead_residue"][()],
-            residue_names=json.loads(h5.attrs["residue_names"]),
-            bonds=h5["bonds"][()],
+            topology=_read_topology(h5, f"{path} topology"),
             temperature=float(h5.attrs["temperature"]),
             time=h5[keys.TIME][sel] if keys.TIME in h5 else None,
             attrs=json.loads(h5.attrs["attrs"]),
         )
+
+
+def read_topology(path: str | Path) -> Topology:
+    """The CG topology of a dataset, without reading its frames."""
+    with _open(path) as h5:
+        return _read_topology(h5, f"{path} topology")
+
+
+def n_frames(path: str | Path) -> int:
+    """Number of frames of a CG dataset, without reading the arrays."""
+    with _open(path) as h5:
+        return int(h5[keys.POSITIONS].shape[0])
+
+
+# ---------------------------------------------------------------------- the labels group
+def write_labels(path: str | Path, arrays: Dict[str, np.ndarray], attrs: Dict[str, object]) -> None:
+    """(Re)write the group ``labels`` of a CG dataset atomically.
+
+    The whole file is copied to a temporary file in the same folder, the group is written in the
+    copy and the copy renamed over the original: a crash leaves the original untouched and readers
+    never see a half-written group. ``attrs`` values must be str, int, float or JSON-serialisable.
+    """
+    path = Path(path)
+    with _open(path):
+        pass
+    with atomic_path(path, suffix=".h5") as tmp:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "r+") as h5:
+            if keys.LABELS in h5:
+                del h5[keys.LABELS]
+            grp = h5.create_group(keys.LABELS)
+            for name, arr in arrays.items():
+                grp.create_dataset(name, data=arr)
+            for name, value in attrs.items():
+                grp.attrs[name] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+
+
+def has_labels(path: str | Path) -> bool:
+    with _open(path) as h5:
+        return keys.LABELS in h5
+
+
+def labels_attrs(path: str | Path) -> dict:
+    """The attributes of the group ``labels`` ({} when the file has no labels)."""
+    with _open(path) as h5:
+        return dict(h5[keys.LABELS].attrs) if keys.LABELS in h5 else {}
+
+
+def read_labels(path: str | Path, names: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+    """The arrays of the group ``labels`` (all, or ``names``) plus ``"attrs"`` (dict)."""
+    with _open(path) as h5:
+        if keys.LABELS not in h5:
+            raise ValueError(f"{path} has no group {keys.LABELS!r}; run make_labels (cgkd distill does) first")
+        grp = h5[keys.LABELS]
+        names = list(grp.keys()) if names is None else list(names)
+        missing = [n for n in names if n not in grp]
+        if missing:
+            raise ValueError(f"{path} labels lack {missing}; they hold {sorted(grp.keys())}")
+        out = {n: grp[n][()] for n in names}
+        out["attrs"] = dict(grp.attrs)
+    return out
+
+
+__all__ = ["CGData", "FORMAT", "FORMAT_VERSION", "has_labels", "labels_attrs", "n_frames", "read_cg", "read_labels",
+           "read_topology", "write_cg", "write_labels"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from typing import Dict, Optional, Tuple
 
+import numpy as np
 
 from cgkd.data.cg_h5 import CGData
 from cgkd.io.aa_h5 import AAData
-from cgkd.mapping import FORCE_MAPS, Mapping, make_force_map, mean_squared_force
+from cgkd.mapping import FORCE_MAPS, Mapping, fit_force_map, mean_squared_force
 
 _AUTO = re.compile(r"^auto(\d+)$")
 
@@ -79,17 +80,17 @@ def map_aa(
     if aa.n_frames == 0:
         raise ValueError("the AA trajectory has 0 frames")
     m = resolve_mapping(aa, mapping)
-    chosen = make_force_map(
+    chosen = fit_force_map(
         force_map, m, forces=aa.forces, constraints=aa.constraints, allow_constraint_crossing=allow_constraint_crossing
     )
-    arrays = m.to_cg_arrays(aa.positions, aa.forces, aa.box, chosen)
-    msf: Dict[str, object] = {force_map: mean_squared_force(arrays["forces"])}
+    positions, forces = m.map(aa.positions, aa.forces, aa.box, chosen)
+    msf: Dict[str, object] = {force_map: mean_squared_force(forces)}
     if compare:
         for name in FORCE_MAPS.names():
             if name in msf:
                 continue
             try:
-                other = make_force_map(
+                other = fit_force_map(
                     name, m, forces=aa.forces, constraints=aa.constraints,
                     allow_constraint_crossing=allow_constraint_crossing,
                 )
@@ -105,7 +106,9 @@ def map_aa(
         "mapping_center": m.center,
         "mean_squared_force": {k: v for k, v in msf.items() if isinstance(v, float)},
     }
-    data = CGData(**arrays, temperature=aa.temperature, time=aa.time, attrs=attrs)
+    box = None if aa.box is None else aa.box.astype(np.float32)
+    data = CGData(positions=positions, forces=forces, box=box, topology=m.topology(), temperature=aa.temperature,
+                  time=aa.time, attrs=attrs)
     return data, {"mapping": m.name, "force_map": force_map, "msf": msf}
 
 

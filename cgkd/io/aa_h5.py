@@ -18,6 +18,7 @@ import numpy as np
 
 from cgkd import keys
 from cgkd.io.atomic import atomic_path
+from cgkd.io.formats import FormatError, check_format
 from cgkd.io.spec import SystemSpec, spec_from_yaml_text
 
 FORMAT = "cgkd-aa"
@@ -305,8 +306,7 @@ def get_blob_h5(h5: h5py.File, name: str) -> Optional[bytes]:
 
 def read_blob(path: str | Path, name: str) -> Optional[bytes]:
     """The bytes stored under ``blobs/<name>`` in an AA file, or None."""
-    with h5py.File(path, "r") as h5:
-        _check_format(h5, Path(path))
+    with _open(path) as h5:
         return get_blob_h5(h5, name)
 
 
@@ -332,12 +332,38 @@ def write_aa(path: str | Path, data: AAData, *, chunk_frames: int = 16) -> None:
 
 
 def _check_format(h5: h5py.File, path: Path) -> None:
-    if h5.attrs.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a cgkd AA file (format attribute {h5.attrs.get('format')!r}, "
-                         f"expected {FORMAT!r})")
-    version = int(h5.attrs["format_version"])
-    if version > FORMAT_VERSION:
-        raise ValueError(f"{path} has format version {version}; this cgkd reads up to {FORMAT_VERSION}")
+    check_format(h5.attrs.get("format"), h5.attrs.get("format_version"), FORMAT, FORMAT_VERSION, str(path))
+
+
+def _open(path: str | Path) -> h5py.File:
+    """Open an AA file for reading and check its format tag and version (errors name the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"AA file {str(path)!r} does not exist")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise FormatError(f"{path} is not a readable HDF5 file ({exc})") from None
+    try:
+        _check_format(h5, path)
+    except Exception:
+        h5.close()
+        raise
+    return h5
+
+
+def n_frames(path: str | Path) -> int:
+    """Number of frames of an AA file, without reading the arrays."""
+    with _open(path) as h5:
+        return int(h5[keys.POSITIONS].shape[0])
+
+
+def read_header(path: str | Path) -> dict:
+    """What an AA file was made from, without its frames: ``attrs`` (dict), ``spec_yaml`` (str or None), ``n_frames``."""
+    with _open(path) as h5:
+        spec = _str(h5["spec"][()]) if "spec" in h5 else None
+        return {"attrs": json.loads(h5.attrs.get("attrs", "{}")), "spec_yaml": spec,
+                "n_frames": int(h5[keys.POSITIONS].shape[0])}
 
 
 def _str(value) -> str:
@@ -354,10 +380,7 @@ def read_aa(path: str | Path, frames=None) -> AAData:
         Frames to read (an index array must be increasing); None reads all.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"AA file {str(path)!r} does not exist")
-    with h5py.File(path, "r") as h5:
-        _check_format(h5, path)
+    with _open(path) as h5:
         n = int(h5[keys.POSITIONS].shape[0])
         if frames is None:
             sel = slice(None)
@@ -388,5 +411,5 @@ def read_aa(path: str | Path, frames=None) -> AAData:
         )
 
 
-__all__ = ["AAData", "AAWriter", "create_aa", "write_aa", "read_aa", "read_blob", "topology_to_json",
+__all__ = ["AAData", "AAWriter", "create_aa", "write_aa", "read_aa", "read_blob", "read_header", "n_frames", "topology_to_json",
            "topology_from_json", "FORMAT", "FORMAT_VERSION"]

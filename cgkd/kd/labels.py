@@ -18,25 +18,21 @@ mean_energy            (F,)            float64    kJ/mol
 
 The group's attributes record the teacher folder, its split and the member count.
 
-Atomicity: the whole CG file is copied to a temporary file in the same folder, the group is
-(re)written in the copy, and the copy is renamed over the original (``os.replace``). A crash
-leaves the original untouched; readers never see a half-written group.
+The group is written and read by the CG file's format module (:func:`cgkd.data.cg_h5.write_labels`,
+:func:`cgkd.data.cg_h5.read_labels`), atomically: a crash leaves the original file untouched.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-import h5py
 import numpy as np
 import torch
 
 from cgkd import keys
-from cgkd.data.cg_h5 import read_cg
-from cgkd.io.atomic import atomic_path
+from cgkd.data.cg_h5 import labels_attrs, read_cg, read_labels, write_labels
 from cgkd.kd.teachers import load_teachers, read_ensemble, read_split
 from cgkd.train.frames import frameset_from_cg
 from cgkd.train.trainer import model_outputs
@@ -101,38 +97,19 @@ def make_labels(cg_path: str | Path, teacher_dir: str | Path, batch_size: int = 
     labels = ensemble_predictions(cg_path, teacher_dir, batch_size, device)
     ens = read_ensemble(teacher_dir)
     split = read_split(teacher_dir)
-    with atomic_path(cg_path, suffix=".h5") as tmp:
-        shutil.copyfile(cg_path, tmp)
-        with h5py.File(tmp, "r+") as h5:
-            if keys.LABELS in h5:
-                del h5[keys.LABELS]
-            grp = h5.create_group(keys.LABELS)
-            for name, arr in labels.items():
-                grp.create_dataset(name, data=arr)
-            grp.attrs["teacher_dir"] = str(Path(teacher_dir).resolve())
-            grp.attrs["n_members"] = int(ens["n_members"])
-            grp.attrs["arch"] = ens["arch"]
-            grp.attrs["preset"] = json.dumps(ens["preset"])
-            grp.attrs["split"] = json.dumps(split)
+    write_labels(cg_path, labels, {
+        "teacher_dir": str(Path(teacher_dir).resolve()),
+        "n_members": int(ens["n_members"]),
+        "arch": ens["arch"],
+        "preset": json.dumps(ens["preset"]),
+        "split": json.dumps(split),
+    })
     return cg_path
 
 
-def read_labels(cg_path: str | Path, names: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
-    """The arrays of the group ``labels`` (all, or ``names``) plus ``"attrs"`` (dict)."""
-    cg_path = Path(cg_path)
-    if not cg_path.is_file():
-        raise FileNotFoundError(f"cg_path {str(cg_path)!r} does not exist")
-    with h5py.File(cg_path, "r") as h5:
-        if keys.LABELS not in h5:
-            raise ValueError(f"{cg_path} has no group {keys.LABELS!r}; run make_labels (cgkd distill does) first")
-        grp = h5[keys.LABELS]
-        names = list(grp.keys()) if names is None else list(names)
-        missing = [n for n in names if n not in grp]
-        if missing:
-            raise ValueError(f"{cg_path} labels lack {missing}; they hold {sorted(grp.keys())}")
-        out = {n: grp[n][()] for n in names}
-        out["attrs"] = dict(grp.attrs)
-    return out
+def labels_are_current(cg_path: str | Path, teacher_dir: str | Path) -> bool:
+    """True when ``cg_path`` holds labels made from the teachers in ``teacher_dir``."""
+    return labels_attrs(cg_path).get("teacher_dir") == str(Path(teacher_dir).resolve())
 
 
 def force_rmse(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -163,4 +140,4 @@ def ensemble_errors(cg_path: str | Path, teacher_dir: str | Path, frames: str = 
     }
 
 
-__all__ = ["make_labels", "read_labels", "predict", "ensemble_predictions", "ensemble_errors", "force_rmse", "MEMBER_NODE_ENERGY"]
+__all__ = ["make_labels", "labels_are_current", "read_labels", "predict", "ensemble_predictions", "ensemble_errors", "force_rmse", "MEMBER_NODE_ENERGY"]

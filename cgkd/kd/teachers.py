@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from cgkd.data.cg_h5 import CGData, read_cg
+from cgkd.data.cg_h5 import CGData, n_frames as cg_n_frames, read_cg
 from cgkd.io.atomic import write_text
 from cgkd.io.config import from_dict, to_dict
 from cgkd.train.checkpoint import num_threads, seeded
@@ -249,8 +249,7 @@ def train_teachers(
         meta = {**old, "config": meta["config"]}
     write_text(ens_path, json.dumps(meta, indent=1))
     if not (out_dir / SPLIT_FILE).is_file():
-        with h5_frames(cg_path) as n_frames:
-            split = make_split(n_frames, val_fraction, test_fraction)
+        split = make_split(cg_n_frames(cg_path), val_fraction, test_fraction)
         write_text(out_dir / SPLIT_FILE, json.dumps(split))
     cfg = to_dict(config)
     jobs = [(str(cg_path), str(out_dir), m, arch, preset, cfg, bootstrap) for m in members]
@@ -271,24 +270,6 @@ def train_teachers(
         lines = "; ".join(f"member {m}: {type(e).__name__}: {e}" for m, e in sorted(errors.items()))
         raise RuntimeError(f"{len(errors)} teacher member(s) failed (rerun to resume them): {lines}")
     return [results[m] for m in members]
-
-
-class h5_frames:
-    """Context manager giving the number of frames of a CG file without reading the arrays."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __enter__(self) -> int:
-        import h5py
-
-        from cgkd import keys
-
-        self._h5 = h5py.File(self.path, "r")
-        return int(self._h5[keys.POSITIONS].shape[0])
-
-    def __exit__(self, *exc):
-        self._h5.close()
 
 
 def load_teachers(teacher_dir: str | Path, members: Optional[Sequence[int]] = None) -> list:

@@ -18,7 +18,7 @@ def check_mapping(m) -> None:
     if np.any(~np.isfinite(m.atom_masses)) or np.any(m.atom_masses < 0):
         raise ValueError("atom_masses must be finite and >= 0 amu")
     nb = len(m.bead_atoms)
-    for label, seq in (("bead_names", m.bead_names), ("bead_types", m.bead_types), ("bead_residue", m.bead_residue)):
+    for label, seq in (("bead_names", m.bead_names), ("bead_types", m.bead_types), ("bead_molecule", m.bead_molecule)):
         if len(seq) != nb:
             raise ValueError(f"{label} has {len(seq)} entries but there are {nb} beads")
     count = np.zeros(n, dtype=np.int64)
@@ -53,13 +53,13 @@ def check_mapping(m) -> None:
         mol[atoms] = k
     if np.any(mol < 0):
         raise ValueError(f"molecule_atoms must cover all {n} atoms; missing {np.flatnonzero(mol < 0)[:10].tolist()}")
-    if len(m.residue_names) != len(m.molecule_atoms):
-        raise ValueError(f"residue_names has {len(m.residue_names)} entries but there are {len(m.molecule_atoms)} molecules")
+    if len(m.molecule_names) != len(m.molecule_atoms):
+        raise ValueError(f"molecule_names has {len(m.molecule_names)} entries but there are {len(m.molecule_atoms)} molecules")
     for b, atoms in enumerate(m.bead_atoms):
         mols = np.unique(mol[atoms])
-        if len(mols) != 1 or mols[0] != m.bead_residue[b]:
+        if len(mols) != 1 or mols[0] != m.bead_molecule[b]:
             raise ValueError(
-                f"bead {b} ({m.bead_names[b]!r}) must lie inside molecule {m.bead_residue[b]}, but its atoms are "
+                f"bead {b} ({m.bead_names[b]!r}) must lie inside molecule {m.bead_molecule[b]}, but its atoms are "
                 f"in molecules {mols.tolist()}"
             )
     if m.atom_bonds.size and (m.atom_bonds.min() < 0 or m.atom_bonds.max() >= n):

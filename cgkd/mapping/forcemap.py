@@ -9,7 +9,8 @@
             from data. The math is in docs/mapping.md.
 
 A registered force map is a class with the classmethod
-``fit(mapping, forces, constraints, allow_constraint_crossing, regularization, pool) -> ForceMap``.
+``fit(mapping, forces, constraints, allow_constraint_crossing, regularization, pool) -> ForceMap``,
+called through :func:`fit_force_map`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from cgkd.mapping import checks
+from cgkd.mapping.linear import apply_matrix
 from cgkd.registry import Registry
 
 FORCE_MAPS: Registry = Registry("force_maps")
@@ -58,10 +60,8 @@ class ForceMap:
         -------
         np.ndarray, shape=(n_frames, n_beads, 3), float64, kJ/mol/nm
         """
-        from cgkd.mapping.mapping import _apply_matrix
-
         forces = checks.check_forces(forces, self.n_atoms)
-        return _apply_matrix(self.matrix, forces)
+        return apply_matrix(self.matrix, forces)
 
     def to_dict(self) -> dict:
         coo = self.matrix.tocoo()
@@ -174,11 +174,11 @@ class OptimalForceMap(ForceMap):
         for i, j in c:
             cons_of_mol.setdefault(int(mol_of[i]), []).append((int(i), int(j)))
         for m, atoms in enumerate(mapping.molecule_atoms):
-            beads = np.flatnonzero(mapping.bead_residue == m)
+            beads = np.flatnonzero(mapping.bead_molecule == m)
             local_c = cmat[beads][:, atoms].toarray()  # (k, n)
             pos = {int(a): k for k, a in enumerate(atoms)}
             lc = tuple(sorted((min(pos[i], pos[j]), max(pos[i], pos[j])) for i, j in cons_of_mol.get(m, [])))
-            key = (mapping.residue_names[m], len(atoms), np.round(local_c, 12).tobytes(), local_c.shape, lc)
+            key = (mapping.molecule_names[m], len(atoms), np.round(local_c, 12).tobytes(), local_c.shape, lc)
             if not pool:
                 key = key + (m,)
             groups.setdefault(key, []).append(m)
@@ -249,7 +249,7 @@ def optimal_rows(
     return (m0 + null @ z).T
 
 
-def make_force_map(
+def fit_force_map(
     name: str,
     mapping,
     forces=None,
@@ -258,7 +258,12 @@ def make_force_map(
     regularization: float = 1e-4,
     pool: bool = True,
 ) -> ForceMap:
-    """Build the force map registered as ``name`` (an unknown name lists the available ones)."""
+    """Fit the force map registered as ``name`` for ``mapping`` (an unknown name lists the available ones).
+
+    This is the only way a force map is made: applying one (``ForceMap.apply``,
+    ``Mapping.map_forces``) never fits. ``basic`` needs no forces; ``optimal`` is fitted on ``forces``
+    (n_frames, n_atoms, 3) kJ/mol/nm with the AA ``constraints`` (n, 2).
+    """
     cls = FORCE_MAPS.get(name)
     return cls.fit(
         mapping,
@@ -288,7 +293,7 @@ __all__ = [
     "BasicForceMap",
     "OptimalForceMap",
     "crossing_constraints",
-    "make_force_map",
+    "fit_force_map",
     "mean_squared_force",
     "optimal_rows",
 ]

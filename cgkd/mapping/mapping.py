@@ -2,27 +2,36 @@
 
 A :class:`Mapping` is built from plain arrays (so it can be saved as JSON and loaded without a
 topology); the constructors ``from_spec``, ``one_bead_per_residue``, ``from_groups`` and ``auto``
-read an ``openmm.app.Topology``. Molecules are the connected pieces of the atom bond graph, with all
-atoms of one residue kept together; a bead never spans two molecules.
+(module :mod:`cgkd.mapping.constructors`) read an ``openmm.app.Topology``. Molecules are the
+connected pieces of the atom bond graph, with all atoms of one residue kept together; a bead never
+spans two molecules. :meth:`Mapping.topology` gives the CG topology (:class:`cgkd.topology.Topology`)
+that every later layer reads.
+
+Applying the map is :meth:`Mapping.map_positions` and, with a force map fitted by an explicit call
+(:meth:`Mapping.fit_force_map`, :func:`cgkd.mapping.forcemap.fit_force_map`), :meth:`Mapping.map_forces`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
-import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
 from cgkd import units
 from cgkd.io.atomic import write_text
-from cgkd.mapping import checks
+from cgkd.io.formats import check_format
+from cgkd.mapping import checks, constructors
+from cgkd.mapping.forcemap import ForceMap, fit_force_map
+from cgkd.mapping.linear import apply_matrix
 from cgkd.mapping.pbc import bfs_levels, make_whole
+from cgkd.topology import Topology
 
 FORMAT = "cgkd-mapping"
-FORMAT_VERSION = 1
+#: 1: per-bead key "residue" and "residue_names"; 2: "molecule" and "molecule_names".
+FORMAT_VERSION = 2
 CENTERS = ("mass", "geometry")
 
 
@@ -37,9 +46,9 @@ class Mapping:
     bead_names, bead_types : sequences of str, length n_beads
         Bead names and type names; ``type_names`` lists the distinct types in first-seen order
         unless ``type_names`` is given.
-    bead_residue : sequence of int, length n_beads
+    bead_molecule : sequence of int, length n_beads
         Molecule index of each bead.
-    residue_names : sequence of str, length n_molecules
+    molecule_names : sequence of str, length n_molecules
     atom_masses : np.ndarray, shape=(n_atoms,), float64, amu
     atom_bonds : np.ndarray, shape=(n_bonds, 2), int64
         Atom bonds (used to make molecules whole and to derive CG bonds).
@@ -62,8 +71,8 @@ class Mapping:
         bead_atoms: Sequence[Sequence[int]],
         bead_names: Sequence[str],
         bead_types: Sequence[str],
-        bead_residue: Sequence[int],
-        residue_names: Sequence[str],
+        bead_molecule: Sequence[int],
+        molecule_names: Sequence[str],
         atom_masses: np.ndarray,
         atom_bonds: np.ndarray,
         molecule_atoms: Sequence[Sequence[int]],
@@ -85,8 +94,8 @@ class Mapping:
         if unknown:
             raise ValueError(f"bead_types {unknown} are not in type_names {self.type_names}")
         self.bead_types = np.asarray([self.type_names.index(t) for t in bead_types], dtype=np.int64)
-        self.bead_residue = np.asarray(bead_residue, dtype=np.int64)
-        self.residue_names = [str(n) for n in residue_names]
+        self.bead_molecule = np.asarray(bead_molecule, dtype=np.int64)
+        self.molecule_names = [str(n) for n in molecule_names]
         self.atom_masses = np.asarray(atom_masses, dtype=np.float64)
         self.atom_bonds = np.asarray(atom_bonds, dtype=np.int64).reshape(-1, 2)
         self.molecule_atoms = [np.asarray(sorted(int(a) for a in m), dtype=np.int64) for m in molecule_atoms]
@@ -200,110 +209,57 @@ class Mapping:
         np.ndarray, shape=(n_frames, n_beads, 3), float64, nm
         """
         whole = self.make_whole(xyz, box)
-        return _apply_matrix(self.position_matrix, whole)
+        return apply_matrix(self.position_matrix, whole)
 
-    def force_map(
-        self,
-        method: str = "basic",
-        forces=None,
-        constraints=None,
-        allow_constraint_crossing: bool = False,
-        regularization: float = 1e-4,
-        pool: bool = True,
-    ):
-        """Build a force map by name from ``cgkd.mapping.forcemap.FORCE_MAPS`` (see there)."""
-        from cgkd.mapping.forcemap import make_force_map
+    def fit_force_map(self, method: str = "basic", forces=None, constraints=None,
+                      allow_constraint_crossing: bool = False, regularization: float = 1e-4,
+                      pool: bool = True) -> ForceMap:
+        """Fit (or, for ``basic``, build) the force map registered as ``method``; see
+        :func:`cgkd.mapping.forcemap.fit_force_map`."""
+        return fit_force_map(method, self, forces=forces, constraints=constraints,
+                             allow_constraint_crossing=allow_constraint_crossing, regularization=regularization,
+                             pool=pool)
 
-        return make_force_map(
-            method,
-            self,
-            forces=forces,
-            constraints=constraints,
-            allow_constraint_crossing=allow_constraint_crossing,
-            regularization=regularization,
-            pool=pool,
-        )
-
-    def map_forces(self, forces, method="basic", constraints=None, allow_constraint_crossing: bool = False) -> np.ndarray:
-        """Map atomic forces to beads.
+    def map_forces(self, forces, force_map: ForceMap) -> np.ndarray:
+        """Map atomic forces to beads with an already built force map.
 
         Parameters
         ----------
         forces : np.ndarray or Quantity, shape=(n_frames, n_atoms, 3), kJ/mol/nm
-        method : str or ForceMap
-            A registered force-map name (``"basic"``, ``"optimal"``; an optimal map is fitted on
-            ``forces`` themselves) or an already built ``ForceMap``.
-        constraints : np.ndarray, shape=(n_constraints, 2), int64, optional
-            Constrained atom pairs of the AA simulation.
-        allow_constraint_crossing : bool
-            Let the basic map sum forces across constraints between beads (biased; off by default).
+        force_map : ForceMap
+            From :meth:`fit_force_map` (fitting is never hidden in applying).
 
         Returns
         -------
         np.ndarray, shape=(n_frames, n_beads, 3), float64, kJ/mol/nm
         """
+        if not isinstance(force_map, ForceMap):
+            raise ValueError(
+                f"force_map must be a ForceMap, got {type(force_map).__name__} {force_map!r}; build one with "
+                "mapping.fit_force_map(name, forces, constraints)"
+            )
+        if force_map.n_beads != self.n_beads or force_map.n_atoms != self.n_atoms:
+            raise ValueError(f"force_map maps {force_map.n_atoms} atoms to {force_map.n_beads} beads but the mapping "
+                             f"maps {self.n_atoms} to {self.n_beads}")
         forces = checks.check_forces(units.strip(forces, units.FORCE, "forces"), self.n_atoms)
-        if isinstance(method, str):
-            method = self.force_map(method, forces, constraints, allow_constraint_crossing)
-        return method.apply(forces)
+        return force_map.apply(forces)
 
-    def to_cg_arrays(self, positions, forces, box, force_map) -> Dict[str, object]:
-        """Map a trajectory to the arrays of a CG dataset (the keyword arguments of ``cgkd.data.CGData``).
+    def map(self, positions, forces, box, force_map: ForceMap) -> Tuple[np.ndarray, np.ndarray]:
+        """Bead positions and forces (float32, (F, B, 3), nm and kJ/mol/nm) of a trajectory.
 
-        ``cgkd.mapping`` must not import ``cgkd.data`` (layering), so this returns plain arrays;
-        ``cgkd.data.mapped.map_aa`` adds temperature, time and provenance and builds the ``CGData``.
-
-        Parameters
-        ----------
-        positions : np.ndarray, shape=(n_frames, n_atoms, 3), nm
-        forces : np.ndarray, shape=(n_frames, n_atoms, 3), kJ/mol/nm
-        box : np.ndarray, shape=(n_frames, 3, 3), nm, or None
-        force_map : ForceMap or str
-
-        Returns
-        -------
-        dict with ``positions``, ``forces`` (float32, (F, B, 3)), ``box``, ``types``, ``type_names``,
-        ``bead_names``, ``masses``, ``bead_residue``, ``residue_names``, ``bonds``.
+        ``cgkd.data.mapped.map_aa`` puts them into a ``CGData`` with :meth:`topology`.
         """
         positions = checks.check_xyz(units.strip(positions, units.DISTANCE, "positions"), self.n_atoms, "positions")
         forces = checks.check_forces(units.strip(forces, units.FORCE, "forces"), self.n_atoms)
         if forces.shape[0] != positions.shape[0]:
             raise ValueError(f"forces has {forces.shape[0]} frames but positions has {positions.shape[0]}")
-        cg_pos = self.map_positions(positions, box)
-        cg_f = self.map_forces(forces, force_map)
-        return dict(
-            positions=cg_pos.astype(np.float32),
-            forces=cg_f.astype(np.float32),
-            box=None if box is None else np.asarray(units.strip(box, units.DISTANCE, "box"), dtype=np.float32),
-            types=self.bead_types.copy(),
-            type_names=list(self.type_names),
-            bead_names=list(self.bead_names),
-            masses=self.bead_masses,
-            bead_residue=self.bead_residue.copy(),
-            residue_names=list(self.residue_names),
-            bonds=self.bonds,
-        )
+        return (self.map_positions(positions, box).astype(np.float32),
+                self.map_forces(forces, force_map).astype(np.float32))
 
-    def cg_topology(self, box=None):
-        """The CG system as an ``openmm.app.Topology``: one residue per molecule, one atom per bead.
-
-        Beads have no element; their masses are :attr:`bead_masses` (amu). ``box`` (3, 3) nm sets
-        the periodic box vectors.
-        """
-        import openmm.app as app
-
-        top = app.Topology()
-        chain = top.addChain()
-        residues = [top.addResidue(n, chain) for n in self.residue_names]
-        atoms = [top.addAtom(self.bead_names[b], None, residues[self.bead_residue[b]]) for b in range(self.n_beads)]
-        for i, j in self.bonds:
-            top.addBond(atoms[i], atoms[j])
-        if box is not None:
-            box = np.asarray(units.strip(box, units.DISTANCE, "box"), dtype=np.float64)
-            if box.shape != (3, 3):
-                raise ValueError(f"box must have shape (3, 3) nm, got {box.shape}")
-            top.setPeriodicBoxVectors(box.tolist())
-        return top
+    def topology(self) -> Topology:
+        """The CG topology: one particle per bead, with :attr:`bead_masses`, molecules and :attr:`bonds`."""
+        return Topology(self.type_names, self.bead_types, self.bead_masses, self.bead_names, self.bead_molecule,
+                        self.molecule_names, self.bonds)
 
     # ------------------------------------------------------------------ save / load
     def to_dict(self) -> dict:
@@ -318,30 +274,30 @@ class Mapping:
             "n_atoms": self.n_atoms,
             "type_names": self.type_names,
             "beads": [
-                {"name": n, "type": self.type_names[t], "residue": int(r), "atoms": a.tolist()}
-                for n, t, r, a in zip(self.bead_names, self.bead_types, self.bead_residue, self.bead_atoms)
+                {"name": n, "type": self.type_names[t], "molecule": int(r), "atoms": a.tolist()}
+                for n, t, r, a in zip(self.bead_names, self.bead_types, self.bead_molecule, self.bead_atoms)
             ],
-            "residue_names": self.residue_names,
+            "molecule_names": self.molecule_names,
             "molecule_atoms": [m.tolist() for m in self.molecule_atoms],
             "atom_masses": self.atom_masses.tolist(),
             "atom_bonds": self.atom_bonds.tolist(),
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Mapping":
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            got = d.get("format") if isinstance(d, dict) else type(d).__name__
-            raise ValueError(f"mapping data must have format {FORMAT!r}, got {got!r}")
-        if int(d["format_version"]) > FORMAT_VERSION:
-            raise ValueError(f"mapping format version {d['format_version']} is newer than {FORMAT_VERSION}")
+    def from_dict(cls, d: dict, where: str = "mapping") -> "Mapping":
+        """Inverse of :meth:`to_dict`; reads every format version."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(d).__name__}")
+        version = check_format(d.get("format"), d.get("format_version"), FORMAT, FORMAT_VERSION, where)
         beads = d["beads"]
+        mol_key, names_key = ("residue", "residue_names") if version == 1 else ("molecule", "molecule_names")
         return cls(
             n_atoms=d["n_atoms"],
             bead_atoms=[b["atoms"] for b in beads],
             bead_names=[b["name"] for b in beads],
             bead_types=[b["type"] for b in beads],
-            bead_residue=[b["residue"] for b in beads],
-            residue_names=d["residue_names"],
+            bead_molecule=[b[mol_key] for b in beads],
+            molecule_names=d[names_key],
             atom_masses=np.asarray(d["atom_masses"], dtype=np.float64),
             atom_bonds=np.asarray(d["atom_bonds"], dtype=np.int64),
             molecule_atoms=d["molecule_atoms"],
@@ -361,7 +317,7 @@ class Mapping:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"mapping file {str(path)!r} does not exist")
-        return cls.from_dict(json.loads(path.read_text()))
+        return cls.from_dict(json.loads(path.read_text()), str(path))
 
     def __repr__(self) -> str:
         return (
@@ -369,176 +325,8 @@ class Mapping:
             f"types={self.type_names}, center={self.center!r}, periodic={self.periodic})"
         )
 
-    # ------------------------------------------------------------------ constructors
-    @classmethod
-    def from_groups(
-        cls,
-        topology,
-        groups: Sequence[Sequence[int]],
-        types: Optional[Sequence[str]] = None,
-        names: Optional[Sequence[str]] = None,
-        center: str = "mass",
-        masses=None,
-        allow_overlap: bool = False,
-        name: str = "groups",
-        type_names: Optional[Sequence[str]] = None,
-    ) -> "Mapping":
-        """A mapping with one bead per group of atom indices.
-
-        Parameters
-        ----------
-        topology : openmm.app.Topology
-        groups : sequence of sequences of int
-            Atom indices of each bead.
-        types, names : sequences of str, optional
-            Default for both: residue name followed by the bead's index inside its molecule
-            (just the residue name for one-bead molecules), so equal molecules get equal types.
-        center : {"mass", "geometry"}
-        masses : np.ndarray, shape=(n_atoms,), amu, optional
-            Atom masses (e.g. from the AA system, which may repartition hydrogen mass); default:
-            element masses from the topology.
-        """
-        info = _topology_info(topology, masses)
-        groups = [list(g) for g in groups]
-        for g, atoms in enumerate(groups):
-            bad = [a for a in atoms if not (0 <= int(a) < info["n_atoms"])]
-            if bad or not atoms:
-                raise ValueError(f"groups[{g}] must hold atom indices in 0..{info['n_atoms'] - 1}, got {atoms}")
-        mol_of = np.empty(info["n_atoms"], dtype=np.int64)
-        for m, atoms in enumerate(info["molecule_atoms"]):
-            mol_of[atoms] = m
-        bead_mol = []
-        for g, atoms in enumerate(groups):
-            mols = sorted(set(mol_of[atoms].tolist()))
-            if len(mols) != 1:
-                raise ValueError(f"groups[{g}] spans molecules {mols}; a bead must lie inside one molecule")
-            bead_mol.append(mols[0])
-        default = _default_names(bead_mol, info["residue_names"], groups)
-        types = list(types) if types is not None else default
-        names = list(names) if names is not None else list(types)
-        for label, seq in (("types", types), ("names", names)):
-            if len(seq) != len(groups):
-                raise ValueError(f"{label} has {len(seq)} entries but there are {len(groups)} groups")
-        return cls(
-            n_atoms=info["n_atoms"],
-            bead_atoms=groups,
-            bead_names=names,
-            bead_types=types,
-            bead_residue=bead_mol,
-            residue_names=info["residue_names"],
-            atom_masses=info["masses"],
-            atom_bonds=info["bonds"],
-            molecule_atoms=info["molecule_atoms"],
-            periodic=info["periodic"],
-            center=center,
-            name=name,
-            allow_overlap=allow_overlap,
-            type_names=type_names,
-        )
-
-    @classmethod
-    def one_bead_per_residue(cls, topology, center: str = "mass", masses=None) -> "Mapping":
-        """One bead per residue, named and typed by the residue name."""
-        groups = [[a.index for a in r.atoms()] for r in topology.residues()]
-        rnames = [r.name for r in topology.residues()]
-        return cls.from_groups(topology, groups, types=rnames, names=rnames, center=center, masses=masses, name="residue")
-
-    @classmethod
-    def from_spec(cls, topology, mapping_spec, masses=None, name: str = "") -> "Mapping":
-        """A mapping from a ``cgkd.io.spec.MappingSpec`` (per residue name, a list of ``BeadSpec``).
-
-        Type names come in the order they first appear in the spec, so two systems mapped with the
-        same spec share type indices. ``atoms: ["*"]`` means the whole residue.
-        """
-        groups, types, names = [], [], []
-        type_names = list(dict.fromkeys(b.type for beads in mapping_spec.residues.values() for b in beads))
-        for res in topology.residues():
-            if res.name not in mapping_spec.residues:
-                raise ValueError(
-                    f"residue {res.name!r} (index {res.index}) has no beads in the mapping; "
-                    f"the mapping covers {sorted(mapping_spec.residues)}"
-                )
-            by_name = {a.name: a.index for a in res.atoms()}
-            for bead in mapping_spec.residues[res.name]:
-                if list(bead.atoms) == ["*"]:
-                    atoms = [a.index for a in res.atoms()]
-                else:
-                    missing = [n for n in bead.atoms if n not in by_name]
-                    if missing:
-                        raise ValueError(
-                            f"bead {bead.name!r} of residue {res.name!r} names atoms {missing} that the residue "
-                            f"does not have; its atoms are {sorted(by_name)}"
-                        )
-                    atoms = [by_name[n] for n in bead.atoms]
-                groups.append(atoms)
-                types.append(bead.type)
-                names.append(bead.name)
-        return cls.from_groups(
-            topology, groups, types=types, names=names, center=mapping_spec.center, masses=masses,
-            name=name or "spec", type_names=type_names,
-        )
-
-    @classmethod
-    def auto(cls, topology, heavy_atoms_per_bead: int = 4, center: str = "mass", masses=None) -> "Mapping":
-        """Split each molecule into connected beads of about ``heavy_atoms_per_bead`` heavy atoms.
-
-        Hydrogens go with their heavy atom. See :func:`cgkd.mapping.grouping.auto_groups` and
-        docs/mapping.md for the algorithm.
-        """
-        from cgkd.mapping.grouping import auto_groups
-
-        groups = auto_groups(topology, heavy_atoms_per_bead)
-        return cls.from_groups(topology, groups, center=center, masses=masses, name=f"auto{heavy_atoms_per_bead}")
-
-
-def _apply_matrix(matrix: sp.spmatrix, x: np.ndarray) -> np.ndarray:
-    """(B, A) sparse matrix applied to (F, A, 3) -> (F, B, 3), float64."""
-    f, a, _ = x.shape
-    flat = np.ascontiguousarray(np.transpose(np.asarray(x, dtype=np.float64), (1, 0, 2))).reshape(a, f * 3)
-    out = matrix @ flat
-    return np.ascontiguousarray(np.transpose(np.asarray(out).reshape(-1, f, 3), (1, 0, 2)))
-
-
-def _default_names(bead_mol: List[int], residue_names: List[str], groups) -> List[str]:
-    counts: Dict[int, int] = {}
-    for m in bead_mol:
-        counts[m] = counts.get(m, 0) + 1
-    seen: Dict[int, int] = {}
-    out = []
-    for m in bead_mol:
-        k = seen.get(m, 0)
-        seen[m] = k + 1
-        out.append(residue_names[m] if counts[m] == 1 else f"{residue_names[m]}{k}")
-    return out
-
-
-def _topology_info(topology, masses) -> dict:
-    """Atoms, element masses, bonds, molecules and periodicity of an ``openmm.app.Topology``."""
-    atoms = list(topology.atoms())
-    n = len(atoms)
-    if masses is None:
-        masses = np.asarray(
-            [a.element.mass.value_in_unit(units.MASS) if a.element is not None else 0.0 for a in atoms],
-            dtype=np.float64,
-        )
-    else:
-        masses = np.asarray(units.strip(masses, units.MASS, "masses"), dtype=np.float64)
-        if masses.shape != (n,):
-            raise ValueError(f"masses must have shape ({n},) (one per topology atom), got {masses.shape}")
-    bonds = np.asarray([(b[0].index, b[1].index) for b in topology.bonds()], dtype=np.int64).reshape(-1, 2)
-    graph = nx.Graph()
-    graph.add_nodes_from(range(n))
-    graph.add_edges_from(bonds.tolist())
-    for res in topology.residues():
-        idx = [a.index for a in res.atoms()]
-        graph.add_edges_from(zip(idx[:-1], idx[1:]))
-    molecules = sorted((sorted(c) for c in nx.connected_components(graph)), key=lambda c: c[0])
-    res_of = [a.residue.name for a in atoms]
-    return dict(
-        n_atoms=n,
-        masses=masses,
-        bonds=bonds,
-        molecule_atoms=molecules,
-        residue_names=[res_of[m[0]] for m in molecules],
-        periodic=topology.getPeriodicBoxVectors() is not None,
-    )
+    # ------------------------------------------------------------------ constructors (cgkd.mapping.constructors)
+    from_groups = classmethod(constructors.from_groups)
+    one_bead_per_residue = classmethod(constructors.one_bead_per_residue)
+    from_spec = classmethod(constructors.from_spec)
+    auto = classmethod(constructors.auto)

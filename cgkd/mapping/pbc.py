@@ -1,4 +1,4 @@
-"""Periodic helpers for mapping: minimum-image steps and making molecules whole along their bond graph.
+"""Making molecules whole along their bond graph (minimum-image steps from :mod:`cgkd.geometry`).
 
 No torch here. Boxes are (F, 3, 3) arrays whose rows are the box vectors a, b, c in nm.
 """
@@ -10,28 +10,7 @@ from typing import List, Sequence, Tuple
 import networkx as nx
 import numpy as np
 
-
-def minimum_image(d: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Shift difference vectors by lattice vectors so each lies in the central cell (fractional rounding).
-
-    Parameters
-    ----------
-    d : np.ndarray, shape=(n_frames, n, 3), float, nm
-        Difference vectors.
-    box : np.ndarray, shape=(n_frames, 3, 3), float, nm
-        Box vectors as rows.
-
-    Returns
-    -------
-    np.ndarray, shape=(n_frames, n, 3), float64, nm
-        For any box, each fractional component is in [-1/2, 1/2]; that is the true minimum image for
-        vectors shorter than half the shortest box height, which holds for every bond.
-    """
-    box = np.asarray(box, dtype=np.float64)
-    inv = np.linalg.inv(box)
-    s = np.einsum("fei,fij->fej", d, inv)
-    s -= np.round(s)
-    return np.einsum("fej,fji->fei", s, box)
+from cgkd import geometry
 
 
 def bfs_levels(n_atoms: int, bonds: np.ndarray, molecules: Sequence[np.ndarray]) -> List[Tuple[np.ndarray, np.ndarray]]:
@@ -97,5 +76,5 @@ def make_whole(xyz: np.ndarray, box: np.ndarray, levels: List[Tuple[np.ndarray, 
     out = np.array(xyz, dtype=np.float64, copy=True)
     for parents, children in levels:
         d = out[:, children, :] - out[:, parents, :]
-        out[:, children, :] = out[:, parents, :] + minimum_image(d, box)
+        out[:, children, :] = out[:, parents, :] + geometry.minimum_image(d, box)
     return out

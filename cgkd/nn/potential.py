@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from cgkd import keys
 from cgkd.io.atomic import atomic_path
+from cgkd.io.formats import FormatError, check_format
 from cgkd.nn.base import ARCHITECTURES, PRIORS, build_model, config_dict
 from cgkd.nn.neighbors import batch_neighbor_list, neighbor_list
 
@@ -234,15 +235,14 @@ def load_potential(path) -> CGPotential:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"potential file {str(path)!r} does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle/zip errors of many types for a damaged or foreign file
+        raise FormatError(f"{path} is not a readable {FORMAT} model file ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or "metadata" not in payload:
-        raise ValueError(f"{path} is not a cgkd model file (no metadata)")
+        raise FormatError(f"{path} is not a {FORMAT} model file (no metadata)")
     meta = json.loads(payload["metadata"])
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {version!r}; this cgkd reads 1..{FORMAT_VERSION}")
+    check_format(meta.get("format"), meta.get("format_version"), FORMAT, FORMAT_VERSION, str(path))
     potential = potential_from_config(meta["potential"])
     potential.to(getattr(torch, meta.get("dtype", "float32")))
     potential.load_state_dict(payload["state_dict"])

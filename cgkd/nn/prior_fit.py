@@ -21,10 +21,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from cgkd import geometry
 from cgkd.data.cg_h5 import CGData
-from cgkd.data.graph import angles_from_bonds, dihedrals_from_bonds
 from cgkd.nn.neighbors import neighbor_list
 from cgkd.nn.priors import FourierDihedrals, HarmonicAngles, HarmonicBonds, PairRepulsion
+from cgkd.topology import canonical
 from cgkd.units import kbt
 
 #: Bins of the bonded histograms with fewer counts are ignored in the fits.
@@ -51,20 +52,11 @@ def _check_inputs(positions, box, types) -> Tuple[np.ndarray, Optional[np.ndarra
     return pos, box, types
 
 
-def _min_image(d: np.ndarray, box: Optional[np.ndarray]) -> np.ndarray:
-    """Minimum image of d (F, T, 3) in boxes (F, 3, 3) (rows); unchanged without a box."""
-    if box is None:
-        return d
-    frac = np.einsum("ftk,fkl->ftl", d, np.linalg.inv(box))
-    return d - np.einsum("ftk,fkl->ftl", np.round(frac), box)
-
-
 def _group(terms: np.ndarray, types: np.ndarray) -> Dict[Tuple[int, ...], np.ndarray]:
-    """Term indices grouped by canonical type tuple (min of tuple and its reverse)."""
+    """Term indices grouped by canonical type tuple (a tuple and its reverse together)."""
     groups: Dict[Tuple[int, ...], List[int]] = {}
     for n, term in enumerate(terms):
-        t = tuple(int(x) for x in types[term])
-        groups.setdefault(min(t, t[::-1]), []).append(n)
+        groups.setdefault(canonical(int(x) for x in types[term]), []).append(n)
     return {k: np.array(v) for k, v in groups.items()}
 
 
@@ -117,9 +109,7 @@ def fit_bonds(positions, box, types, type_names: Sequence[str], bonds, temperatu
     entries = []
     for key, idx in sorted(_group(bonds, types).items()):
         names = [type_names[t] for t in key]
-        b = bonds[idx]
-        d = _min_image(pos[:, b[:, 1]] - pos[:, b[:, 0]], box)
-        r = np.linalg.norm(d, axis=-1).ravel()
+        r = geometry.distances(pos, bonds[idx], box).ravel()
         k, r0 = _harmonic_fit(r, lambda x: x * x, kt, "bond", names, n_bins)
         if not r0 > 0:
             raise PriorFitError(f"bond prior {names}: fitted r0 = {r0:.4g} nm is not positive")
@@ -127,27 +117,10 @@ def fit_bonds(positions, box, types, type_names: Sequence[str], bonds, temperatu
     return HarmonicBonds(type_names, entries, bonds, pos.shape[1])
 
 
-def _angle_values(pos, box, terms):
-    a = _min_image(pos[:, terms[:, 0]] - pos[:, terms[:, 1]], box)
-    b = _min_image(pos[:, terms[:, 2]] - pos[:, terms[:, 1]], box)
-    cos = (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
-    return np.arccos(np.clip(cos, -1.0, 1.0))
-
-
-def _dihedral_values(pos, box, terms):
-    b1 = _min_image(pos[:, terms[:, 1]] - pos[:, terms[:, 0]], box)
-    b2 = _min_image(pos[:, terms[:, 2]] - pos[:, terms[:, 1]], box)
-    b3 = _min_image(pos[:, terms[:, 3]] - pos[:, terms[:, 2]], box)
-    n1 = np.cross(b1, b2)
-    n2 = np.cross(b2, b3)
-    y = np.linalg.norm(b2, axis=-1) * (b1 * n2).sum(-1)
-    return np.arctan2(y, (n1 * n2).sum(-1))
-
-
 def fit_angles(positions, box, types, type_names: Sequence[str], angles, temperature: float, n_bins: int = 60) -> HarmonicAngles:
     """Harmonic angle prior per bead-type triplet by Boltzmann inversion (radians).
 
-    ``angles`` : np.ndarray, shape=(n_angles, 3), int (e.g. ``angles_from_bonds(bonds)``); other
+    ``angles`` : np.ndarray, shape=(n_angles, 3), int (e.g. ``Topology.angles``); other
     arguments as :func:`fit_bonds`.
     """
     pos, box, types = _check_inputs(positions, box, types)
@@ -156,7 +129,7 @@ def fit_angles(positions, box, types, type_names: Sequence[str], angles, tempera
     entries = []
     for key, idx in sorted(_group(angles, types).items()):
         names = [type_names[t] for t in key]
-        theta = _angle_values(pos, box, angles[idx]).ravel()
+        theta = geometry.angles(pos, angles[idx], box).ravel()
         k, theta0 = _harmonic_fit(theta, np.sin, kt, "angle", names, n_bins)
         theta0 = min(theta0, math.pi)
         if not theta0 > 0:
@@ -208,7 +181,7 @@ def fit_dihedrals(
 ) -> FourierDihedrals:
     """Fourier dihedral prior per bead-type quadruple by Boltzmann inversion.
 
-    ``dihedrals`` : np.ndarray, shape=(n_dihedrals, 4), int (e.g. ``dihedrals_from_bonds(bonds)``);
+    ``dihedrals`` : np.ndarray, shape=(n_dihedrals, 4), int (e.g. ``Topology.dihedrals``);
     ``n_terms`` : harmonics n = 1..n_terms. A narrow distribution (fewer than 2 n_terms + 1 bins
     with samples) gets one cosine from its circular mean and variance instead (see
     :func:`_narrow_dihedral`). Other arguments as :func:`fit_bonds`.
@@ -221,7 +194,7 @@ def fit_dihedrals(
     entries = []
     for key, idx in sorted(_group(dihedrals, types).items()):
         names = [type_names[t] for t in key]
-        phi = _dihedral_values(pos, box, dihedrals[idx]).ravel()
+        phi = geometry.dihedrals(pos, dihedrals[idx], box).ravel()
         phi = phi[np.isfinite(phi)]
         if phi.size < 10 * MIN_BIN_COUNT:
             raise PriorFitError(f"dihedral prior {names}: only {phi.size} samples, need at least {10 * MIN_BIN_COUNT}")
@@ -314,7 +287,8 @@ def fit_priors(
 ) -> list:
     """All requested priors of a CG dataset; bonded kinds without terms are skipped.
 
-    Angles and dihedrals come from the bond graph ``data.bonds``.
+    Bonds, angles and dihedrals are the topology's (``data.topology``), the same lists that the
+    model's bonded priors, the exported OpenMM forces and the analysis use.
     """
     allowed = ("pair_repulsion", "bonds", "angles", "dihedrals")
     bad = [k for k in kinds if k not in allowed]
@@ -324,14 +298,11 @@ def fit_priors(
     out = []
     if "pair_repulsion" in kinds:
         out.append(fit_pair_repulsion(*args, data.temperature, r_max=r_max))
-    if "bonds" in kinds and len(data.bonds):
-        out.append(fit_bonds(*args, data.bonds, data.temperature))
-    if "angles" in kinds:
-        angles = angles_from_bonds(data.bonds)
-        if len(angles):
-            out.append(fit_angles(*args, angles, data.temperature))
-    if "dihedrals" in kinds:
-        dihedrals = dihedrals_from_bonds(data.bonds)
-        if len(dihedrals):
-            out.append(fit_dihedrals(*args, dihedrals, data.temperature, n_terms=n_dihedral_terms))
+    top = data.topology
+    if "bonds" in kinds and len(top.bonds):
+        out.append(fit_bonds(*args, top.bonds, data.temperature))
+    if "angles" in kinds and len(top.angles):
+        out.append(fit_angles(*args, top.angles, data.temperature))
+    if "dihedrals" in kinds and len(top.dihedrals):
+        out.append(fit_dihedrals(*args, top.dihedrals, data.temperature, n_terms=n_dihedral_terms))
     return out

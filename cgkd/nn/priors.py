@@ -14,10 +14,12 @@ Functional forms (identical in OpenMM, docs/design.md "Priors"):
 - ``dihedrals``: ``E = sum_n k_n (1 + cos(n phi - phase_n))`` (IUPAC sign of phi, as OpenMM)
   -> ``PeriodicTorsionForce``.
 
-Bonded priors hold the term topology of one frame (bead index tuples, from ``CGData.bonds``) and
+Bonded priors hold the term topology of one frame (bead index tuples: ``Topology.bonds``,
+``.angles``, ``.dihedrals`` of the CG data) and
 parameters per bead-type tuple (a tuple and its reverse share parameters). In a batch of G frames
-of the same system the terms are repeated with offsets ``g * n_beads``. Bonded vectors use the
-minimum image of the frame's box, so molecules may be split across the box. At export the bonded
+of the same system the terms are repeated with offsets ``g * n_beads``. Distances, angles and
+dihedrals come from :mod:`cgkd.nn.geometry` (minimum image of the frame's box, so molecules may be
+split across the box; IUPAC dihedral sign). At export the bonded
 priors become native OpenMM forces, described by :meth:`bonded_prior_spec` in the list form of
 ``cgkd.export`` (``{"bonds": [{"types": [a, b], "r0": .., "k": ..}], ...}``).
 """
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from cgkd.nn import geometry
 from cgkd.nn.base import PRIORS
 
 #: Keeps acos away from +-1 so the angle gradient stays finite for (near) linear triplets.
@@ -132,17 +135,6 @@ class PairRepulsion(NonbondedPrior):
         return torch.zeros(n_graphs, dtype=positions.dtype, device=positions.device).index_add(0, batch[i], e)
 
 
-def _min_image_vectors(d: Tensor, box: Tensor, graph: Tensor) -> Tensor:
-    """Minimum-image ``d`` (T, 3) in the boxes ``box[graph]``; all-zero boxes leave ``d`` unchanged."""
-    periodic = (box != 0.0).flatten(1).any(1)
-    eye = torch.eye(3, dtype=box.dtype, device=box.device).expand_as(box)
-    safe = torch.where(periodic.view(-1, 1, 1), box, eye)
-    inv = torch.linalg.inv(safe)
-    frac = torch.bmm(d.unsqueeze(1), inv[graph]).squeeze(1)
-    n = torch.round(frac).detach() * periodic[graph].to(d.dtype).unsqueeze(-1)
-    return d - torch.bmm(n.unsqueeze(1), safe[graph]).squeeze(1)
-
-
 class _TupleTable(BondedPrior):
     """Shared machinery: type-tuple parameter tables and per-frame term topology."""
 
@@ -151,7 +143,7 @@ class _TupleTable(BondedPrior):
         self.arity = type(self).arity
         self.type_names = [str(t) for t in type_names]
         self.n_types = len(self.type_names)
-        terms = np.asarray(terms, dtype=np.int64).reshape(-1, self.arity)
+        terms = np.array(terms, dtype=np.int64).reshape(-1, self.arity)  # a writable copy
         if int(n_beads) < 1:
             raise ValueError(f"n_beads must be >= 1, got {n_beads}")
         if terms.size and (terms.min() < 0 or terms.max() >= n_beads):
@@ -242,30 +234,10 @@ class HarmonicBonds(_TupleTable):
         """Energy per graph, shape (n_graphs,), kJ/mol."""
         terms = self._batched_terms(positions.size(0), n_graphs)
         graph = batch[terms[:, 0]]
-        d = _min_image_vectors(positions[terms[:, 1]] - positions[terms[:, 0]], box.to(positions.dtype), graph)
-        r = torch.sqrt((d * d).sum(-1))
+        r = geometry.distances(positions, terms, box.to(positions.dtype)[graph])
         flat = self._flat_types(types, terms)
         e = 0.5 * self.k[flat].to(r.dtype) * (r - self.r0[flat].to(r.dtype)) ** 2
         return torch.zeros(n_graphs, dtype=positions.dtype, device=positions.device).index_add(0, graph, e)
-
-
-def _angles(positions: Tensor, terms: Tensor, box: Tensor, graph: Tensor, clamp: float) -> Tensor:
-    a = _min_image_vectors(positions[terms[:, 0]] - positions[terms[:, 1]], box, graph)
-    b = _min_image_vectors(positions[terms[:, 2]] - positions[terms[:, 1]], box, graph)
-    cos = (a * b).sum(-1) / torch.sqrt((a * a).sum(-1) * (b * b).sum(-1))
-    return torch.acos(torch.clamp(cos, -clamp, clamp))
-
-
-def dihedral_angles(positions: Tensor, terms: Tensor, box: Tensor, graph: Tensor) -> Tensor:
-    """IUPAC dihedral (as OpenMM) of bead quadruples ``terms`` (T, 4), radians in (-pi, pi]."""
-    b1 = _min_image_vectors(positions[terms[:, 1]] - positions[terms[:, 0]], box, graph)
-    b2 = _min_image_vectors(positions[terms[:, 2]] - positions[terms[:, 1]], box, graph)
-    b3 = _min_image_vectors(positions[terms[:, 3]] - positions[terms[:, 2]], box, graph)
-    n1 = torch.cross(b1, b2, dim=-1)
-    n2 = torch.cross(b2, b3, dim=-1)
-    y = torch.sqrt((b2 * b2).sum(-1)) * (b1 * n2).sum(-1)
-    x = (n1 * n2).sum(-1)
-    return torch.atan2(y, x)
 
 
 @PRIORS.register("angles")
@@ -299,7 +271,7 @@ class HarmonicAngles(_TupleTable):
         """Energy per graph, shape (n_graphs,), kJ/mol."""
         terms = self._batched_terms(positions.size(0), n_graphs)
         graph = batch[terms[:, 0]]
-        theta = _angles(positions, terms, box.to(positions.dtype), graph, self.clamp)
+        theta = geometry.angles(positions, terms, box.to(positions.dtype)[graph], self.clamp)
         flat = self._flat_types(types, terms)
         e = 0.5 * self.k[flat].to(theta.dtype) * (theta - self.theta0[flat].to(theta.dtype)) ** 2
         return torch.zeros(n_graphs, dtype=positions.dtype, device=positions.device).index_add(0, graph, e)
@@ -346,7 +318,7 @@ class FourierDihedrals(_TupleTable):
         """Energy per graph, shape (n_graphs,), kJ/mol."""
         terms = self._batched_terms(positions.size(0), n_graphs)
         graph = batch[terms[:, 0]]
-        phi = dihedral_angles(positions, terms, box.to(positions.dtype), graph)
+        phi = geometry.dihedrals(positions, terms, box.to(positions.dtype)[graph])
         flat = self._flat_types(types, terms)
         k = self.k[flat].to(phi.dtype)
         arg = phi.unsqueeze(-1) * self.periodicity.to(phi.dtype) - self.phase[flat].to(phi.dtype)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from cgkd.io.atomic import atomic_path
+from cgkd.io.formats import FormatError, check_format
 
 FORMAT = "cgkd-checkpoint"
 FORMAT_VERSION = 1
@@ -40,11 +41,13 @@ def load_checkpoint(path: str | Path) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a cgkd checkpoint (format {state.get('format') if isinstance(state, dict) else None!r})")
-    if int(state["format_version"]) > FORMAT_VERSION:
-        raise ValueError(f"{path} has checkpoint format version {state['format_version']}; this cgkd reads up to {FORMAT_VERSION}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle/zip errors of many types for a damaged file
+        raise FormatError(f"{path} is not a readable {FORMAT} file ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise FormatError(f"{path} is not a {FORMAT} file (it holds a {type(state).__name__})")
+    check_format(state.get("format"), state.get("format_version"), FORMAT, FORMAT_VERSION, str(path))
     return state
 
 

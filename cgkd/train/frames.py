@@ -167,7 +167,7 @@ def frameset_from_cg(data, targets: Optional[Dict[str, np.ndarray]] = None, dtyp
         t[k] = arr.to(dtype) if arr.is_floating_point() else arr
     return FrameSet(
         positions=torch.from_numpy(np.asarray(data.positions)).to(dtype),
-        types=torch.from_numpy(np.asarray(data.types)),
+        types=torch.from_numpy(np.array(data.types)),  # a writable copy of the topology's types
         box=None if data.box is None else torch.from_numpy(np.asarray(data.box)).to(dtype),
         targets=t,
     )

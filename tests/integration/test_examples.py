@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 
-from cgkd.data.cg_h5 import CGData, write_cg
+from cgkd.data.cg_h5 import CGData, read_cg, write_cg
+from cgkd.topology import Topology
 from cgkd.export import LennardJonesPair, export_potential
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -22,9 +23,8 @@ def test_openmm_simulation_script(tmp_path):
     pos = ((g + 0.5) * L / 3)[None]
     n = pos.shape[1]
     write_cg(tmp_path / "cg.h5", CGData(positions=pos, forces=np.zeros_like(pos), box=np.eye(3)[None] * L,
-                                        types=np.arange(n) % 2, type_names=types, bead_names=["A", "B"] * (n // 2),
-                                        masses=np.full(n, 50.0), bead_residue=np.arange(n), residue_names=["M"] * n,
-                                        bonds=np.zeros((0, 2)), temperature=300.0))
+                                        topology=Topology(types, np.arange(n) % 2, np.full(n, 50.0),
+                                                          molecule_names=["M"] * n), temperature=300.0))
     export_potential(LennardJonesPair(types, [[0.4, 0.45], [0.45, 0.5]], [[1, 1.5], [1.5, 2]], 0.9), tmp_path / "m.pt",
                      type_names=types, type_masses=[50.0, 50.0], cutoff=0.9, periodic=True)
     out = tmp_path / "traj.dcd"
@@ -34,8 +34,7 @@ def test_openmm_simulation_script(tmp_path):
     assert proc.returncode == 0, proc.stderr
     import mdtraj
 
-    traj = mdtraj.load_dcd(str(out), top=mdtraj.Topology.from_openmm(
-        __import__("cgkd.data", fromlist=["read_cg"]).read_cg(tmp_path / "cg.h5").topology()))
+    traj = mdtraj.load_dcd(str(out), top=read_cg(tmp_path / "cg.h5").topology.to_mdtraj())
     assert traj.n_frames == 10 and np.all(np.isfinite(traj.xyz))
     assert "Potential Energy" in proc.stdout
 

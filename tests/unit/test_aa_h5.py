@@ -110,7 +110,7 @@ def test_read_errors(tmp_path):
         read_aa(tmp_path / "missing.h5")
     with h5py.File(tmp_path / "other.h5", "w") as h5:
         h5.attrs["format"] = "something-else"
-    with pytest.raises(ValueError, match="not a cgkd AA file"):
+    with pytest.raises(ValueError, match="is not a cgkd-aa file"):
         read_aa(tmp_path / "other.h5")
     write_aa(tmp_path / "aa.h5", _data())
     with pytest.raises(ValueError, match="frames must index"):
@@ -119,7 +119,7 @@ def test_read_errors(tmp_path):
         read_aa(tmp_path / "aa.h5", frames=[2, 1])
     with h5py.File(tmp_path / "aa.h5", "r+") as h5:
         h5.attrs["format_version"] = 99
-    with pytest.raises(ValueError, match="format version 99"):
+    with pytest.raises(ValueError, match="format_version 99 is not readable.*upgrade cgkd"):
         read_aa(tmp_path / "aa.h5")
 
 

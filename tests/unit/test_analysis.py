@@ -25,14 +25,21 @@ from cgkd.analysis import (
 )
 from cgkd.analysis.rdf import first_minimum
 from cgkd.data.cg_h5 import CGData
+from cgkd.topology import Topology
 
 L = 2.0
 
 
+def _top(types, names, masses, bonds=()):
+    """A topology with one molecule holding every bead when there are bonds, else one molecule per bead."""
+    n = len(types)
+    return Topology(names, np.asarray(types), masses, molecules=np.zeros(n, int) if len(bonds) else None, bonds=bonds)
+
+
 def _random_frames(n=60, f=5, seed=0, box=L):
     rng = np.random.default_rng(seed)
-    return Frames(rng.random((f, n, 3)) * box, np.tile(np.eye(3) * box, (f, 1, 1)), np.arange(n) % 2, ["A", "B"],
-                  np.full(n, 50.0), np.zeros((0, 2)), dt=1.0)
+    return Frames(rng.random((f, n, 3)) * box, np.tile(np.eye(3) * box, (f, 1, 1)),
+                  _top(np.arange(n) % 2, ["A", "B"], np.full(n, 50.0)), dt=1.0)
 
 
 def _md_topology(n):
@@ -67,7 +74,7 @@ def test_first_minimum_of_a_shell():
 def test_adf_and_cdf_of_known_geometry():
     # an L-shaped triplet (90 deg) and a straight one (180 deg) far apart in a big box
     pos = np.array([[0.3, 0, 0], [0, 0, 0], [0, 0.3, 0], [5, 5, 5], [5.3, 5, 5], [5.6, 5, 5]]) + 1.0
-    fr = Frames(pos[None], np.eye(3)[None] * 20.0, [0, 1, 0, 0, 1, 0], ["A", "B"], np.ones(6), np.zeros((0, 2)))
+    fr = Frames(pos[None], np.eye(3)[None] * 20.0, _top([0, 1, 0, 0, 1, 0], ["A", "B"], np.ones(6)))
     theta, p = adf(fr, cutoff=0.35, n_bins=18)
     assert set(p) == {(0, 1, 0)}
     dens = p[(0, 1, 0)]
@@ -80,16 +87,16 @@ def test_adf_and_cdf_of_known_geometry():
 
 
 def test_bonded_values_analytic():
-    # a chain bent at 90 degrees with a dihedral of +90 degrees, wrapped across the box boundary
+    # a chain bent at 90 degrees with an IUPAC dihedral of -90 degrees, wrapped across the box boundary
     pos = np.array([[1.0, 0, 0], [0, 0, 0], [0, 1.0, 0], [0, 1.0, 1.0]]) * 0.2 + np.array([0.05, 0.9, 0.9])
     pos[0, 0] -= 0  # bead 0 stays, bead 1 is shifted by a box vector: minimum image must undo that
     pos[1, 0] += 2.0
-    fr = Frames(pos[None], np.eye(3)[None] * 2.0, [0, 1, 1, 0], ["A", "B"], np.ones(4), [[0, 1], [1, 2], [2, 3]])
+    fr = Frames(pos[None], np.eye(3)[None] * 2.0, _top([0, 1, 1, 0], ["A", "B"], np.ones(4), [[0, 1], [1, 2], [2, 3]]))
     v = bonded_values(fr)
     np.testing.assert_allclose(v["bonds"][(0, 1)], 0.2, atol=1e-9)
     np.testing.assert_allclose(v["bonds"][(1, 1)], 0.2, atol=1e-9)
     np.testing.assert_allclose(v["angles"][(0, 1, 1)], 90.0, atol=1e-7)
-    assert abs(v["dihedrals"][(0, 1, 1, 0)][0]) == pytest.approx(90.0)
+    assert v["dihedrals"][(0, 1, 1, 0)][0] == pytest.approx(-90.0)  # the sign OpenMM uses (test_geometry)
 
 
 def test_density_from_units():
@@ -103,7 +110,7 @@ def test_unwrap_follows_box_jumps_and_msd_is_ballistic():
     f, v = 20, 0.3  # nm per frame along x, crossing a 2 nm box several times
     x = (np.arange(f) * v)[:, None, None] * np.array([1.0, 0, 0]) + 0.1
     wrapped = np.mod(x, L)
-    fr = Frames(wrapped, np.tile(np.eye(3) * L, (f, 1, 1)), [0], ["A"], [1.0], np.zeros((0, 2)), dt=0.5)
+    fr = Frames(wrapped, np.tile(np.eye(3) * L, (f, 1, 1)), _top([0], ["A"], [1.0]), dt=0.5)
     np.testing.assert_allclose(unwrap(fr), x, atol=1e-12)
     t, m = msd(fr)
     np.testing.assert_allclose(m[0], (t / 0.5 * v) ** 2, atol=1e-10)
@@ -113,7 +120,7 @@ def test_diffusion_of_a_random_walk():
     rng = np.random.default_rng(1)
     f, n, sigma, dt = 400, 200, 0.05, 2.0
     x = np.cumsum(rng.normal(scale=sigma, size=(f, n, 3)), axis=0)
-    fr = Frames(np.mod(x, 5.0), np.tile(np.eye(3) * 5.0, (f, 1, 1)), np.zeros(n), ["A"], np.ones(n), np.zeros((0, 2)), dt=dt)
+    fr = Frames(np.mod(x, 5.0), np.tile(np.eye(3) * 5.0, (f, 1, 1)), _top(np.zeros(n, int), ["A"], np.ones(n)), dt=dt)
     t, m = msd(fr, max_lag=100)
     d = diffusion_coefficient(t, m[0])
     assert d == pytest.approx(sigma**2 / (2 * dt), rel=0.08)  # per-dimension variance sigma^2 per frame
@@ -132,8 +139,7 @@ def test_metrics():
 def _cg(positions, dt=0.5):
     f, n, _ = positions.shape
     return CGData(positions=positions, forces=np.zeros_like(positions), box=np.tile(np.eye(3) * L, (f, 1, 1)),
-                  types=np.arange(n) % 2, type_names=["A", "B"], bead_names=["A", "B"] * (n // 2),
-                  masses=np.full(n, 50.0), bead_residue=np.arange(n), residue_names=["M"] * n, bonds=np.zeros((0, 2)),
+                  topology=Topology(["A", "B"], np.arange(n) % 2, np.full(n, 50.0), molecule_names=["M"] * n),
                   temperature=300.0, time=np.arange(f) * dt)
 
 
@@ -160,7 +166,7 @@ def test_compare_writes_report_and_ranks_candidates(tmp_path):
 
 def test_bad_inputs(tmp_path):
     fr = _random_frames()
-    nobox = Frames(fr.positions, None, fr.types, fr.type_names, fr.masses, fr.bonds)
+    nobox = Frames(fr.positions, None, fr.topology)
     with pytest.raises(ValueError, match="rdf needs a periodic"):
         rdf(nobox, 0, 1)
     with pytest.raises(ValueError, match="r_max must exceed"):
@@ -178,7 +184,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="share their bins"):
         jensen_shannon([1, 2], [1, 2, 3])
     with pytest.raises(ValueError, match="positions must have shape"):
-        Frames(np.zeros((3, 3)), None, [0], ["A"], [1.0], [])
+        Frames(np.zeros((3, 3)), None, _top([0], ["A"], [1.0]))
     with pytest.raises(ValueError, match="cannot read frames"):
         load_frames(42)
     with pytest.raises(ValueError, match="not a cgkd simulate output"):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from cgkd.cli.main import main
-from cgkd.data.cg_h5 import CGData, write_cg
+from cgkd.data.cg_h5 import CGData, read_cg, write_cg
+from cgkd.topology import Topology
 from cgkd.export import load_potential_artefact
 from cgkd.nn.base import build_model
 from cgkd.nn.potential import CGPotential
@@ -30,9 +31,9 @@ def _potential():
 def _data():
     rng = np.random.default_rng(0)
     pos = rng.random((1, 24, 3)) * L
-    return CGData(positions=pos, forces=np.zeros_like(pos), box=np.eye(3)[None] * L, types=np.arange(24) % 2,
-                  type_names=TYPES, bead_names=["A", "B"] * 12, masses=np.where(np.arange(24) % 2, 60.0, 76.0),
-                  bead_residue=np.arange(24), residue_names=["M"] * 24, bonds=np.zeros((0, 2)), temperature=300.0)
+    return CGData(positions=pos, forces=np.zeros_like(pos), box=np.eye(3)[None] * L,
+                  topology=Topology(TYPES, np.arange(24) % 2, np.where(np.arange(24) % 2, 60.0, 76.0),
+                                    molecule_names=["M"] * 24), temperature=300.0)
 
 
 @pytest.mark.parametrize("backend", ["torch", "python"])
@@ -48,7 +49,7 @@ def test_cgpotential_export_cli_and_openmm(tmp_path, backend):
     x = torch.tensor(data.positions[0], dtype=torch.float64, requires_grad=True)
     e = pot(x, torch.tensor(data.types), torch.tensor(data.box[0], dtype=torch.float64))
     (g,) = torch.autograd.grad(e, x)
-    system = create_system(tmp_path / "a.pt", data.topology(), types=data.types, backend=backend)
+    system = create_system(tmp_path / "a.pt", data.openmm_topology(), types=data.types, backend=backend)
     ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
     ctx.setPositions(data.positions[0].astype(float) * u.nanometer)
     st = ctx.getState(getEnergy=True, getForces=True)
@@ -60,7 +61,7 @@ def test_cgpotential_export_cli_and_openmm(tmp_path, backend):
 def test_export_cli_refuses_unknown_types(tmp_path, capsys):
     save_potential(tmp_path / "model.pt", _potential())
     data = _data()
-    data.type_names = ["A", "Z"]
+    data.topology = Topology(["A", "Z"], data.types % 2, data.masses)
     write_cg(tmp_path / "cg.h5", data)
     assert main(["export", str(tmp_path / "model.pt"), "--cg", str(tmp_path / "cg.h5"), "--out", str(tmp_path / "a.pt")]) == 2
     assert "does not know" in capsys.readouterr().err

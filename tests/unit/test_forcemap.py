@@ -8,7 +8,7 @@ import openmm.app as app
 import openmm.unit as u
 import pytest
 
-from cgkd.mapping import FORCE_MAPS, ForceMap, Mapping, make_force_map, mean_squared_force
+from cgkd.mapping import FORCE_MAPS, ForceMap, Mapping, fit_force_map, mean_squared_force
 from cgkd.mapping.forcemap import crossing_constraints
 from cgkd.registry import UnknownNameError
 from cgkd.units import kbt
@@ -53,8 +53,8 @@ def test_optimal_map_recovers_the_analytic_mean_force_and_basic_agrees_on_averag
     c = m.position_matrix.toarray()
     r = m.map_positions(x)  # (F, B, 3)
     mean_force = -np.einsum("ij,fjc->fic", np.linalg.inv(c @ np.linalg.inv(hess) @ c.T), r)
-    opt = m.map_forces(f, "optimal")
-    basic = m.map_forces(f, "basic")
+    opt = m.map_forces(f, m.fit_force_map("optimal", f))
+    basic = m.map_forces(f, m.fit_force_map("basic"))
     err = np.sqrt(np.mean((opt - mean_force) ** 2) / np.mean(mean_force**2))
     assert err < 0.02
     assert mean_squared_force(opt) < mean_squared_force(basic)
@@ -66,15 +66,15 @@ def test_optimal_map_recovers_the_analytic_mean_force_and_basic_agrees_on_averag
         coef, *_ = np.linalg.lstsq(design, basic[:, b, :].reshape(-1), rcond=None)
         np.testing.assert_allclose(coef, -gain[b], rtol=0, atol=0.05 * np.abs(gain).max())
     # held-out frames: the fitted optimal map still beats basic
-    fm = m.force_map("optimal", forces=f[:2000])
-    assert mean_squared_force(fm.apply(f[2000:])) < mean_squared_force(m.force_map("basic").apply(f[2000:]))
+    fm = m.fit_force_map("optimal", forces=f[:2000])
+    assert mean_squared_force(fm.apply(f[2000:])) < mean_squared_force(m.fit_force_map("basic").apply(f[2000:]))
 
 
 def test_optimal_satisfies_consistency_m_ct_equals_identity():
     rng = np.random.default_rng(1)
     _, f, _ = gaussian_chain(500, rng)
     m = Mapping.from_groups(chain_topology(1, 4), [[0, 1], [2, 3]], center="geometry")
-    fm = m.force_map("optimal", forces=f)
+    fm = m.fit_force_map("optimal", forces=f)
     np.testing.assert_allclose(fm.matrix.toarray() @ m.position_matrix.toarray().T, np.eye(2), atol=1e-10)
 
 
@@ -82,16 +82,16 @@ def test_single_atom_beads_make_optimal_equal_basic():
     rng = np.random.default_rng(2)
     _, f, _ = gaussian_chain(300, rng)
     m = Mapping.from_groups(chain_topology(1, 4), [[0], [1], [2], [3]])
-    np.testing.assert_allclose(m.force_map("optimal", forces=f).matrix.toarray(), np.eye(4), atol=1e-12)
-    np.testing.assert_allclose(m.map_forces(f, "optimal"), f, atol=1e-9)
-    np.testing.assert_allclose(m.map_forces(f, "basic"), f, atol=1e-9)
+    np.testing.assert_allclose(m.fit_force_map("optimal", forces=f).matrix.toarray(), np.eye(4), atol=1e-12)
+    np.testing.assert_allclose(m.map_forces(f, m.fit_force_map("optimal", f)), f, atol=1e-9)
+    np.testing.assert_allclose(m.map_forces(f, m.fit_force_map("basic")), f, atol=1e-9)
 
 
 def test_basic_map_sums_forces_and_conserves_total_force():
     rng = np.random.default_rng(3)
     m = Mapping.from_groups(chain_topology(3, 4), [[0, 1], [2, 3], [4, 5, 6], [7], [8, 9, 10, 11]])
     f = rng.normal(0, 300, (6, 12, 3))
-    got = m.map_forces(f, "basic")
+    got = m.map_forces(f, m.fit_force_map("basic"))
     np.testing.assert_allclose(got[:, 2], f[:, 4:7].sum(1), atol=1e-9)
     np.testing.assert_allclose(got.sum(1), f.sum(1), atol=1e-9)
 
@@ -102,8 +102,8 @@ def test_rigid_water_one_bead_optimal_is_basic():
     m = Mapping.one_bead_per_residue(top)
     cons = np.array([[3 * k + i, 3 * k + j] for k in range(3) for i, j in ((0, 1), (0, 2), (1, 2))])
     f = np.random.default_rng(4).normal(0, 500, (50, 9, 3))
-    fm = m.force_map("optimal", forces=f, constraints=cons)
-    np.testing.assert_allclose(fm.matrix.toarray(), m.force_map("basic", constraints=cons).matrix.toarray(), atol=1e-10)
+    fm = m.fit_force_map("optimal", forces=f, constraints=cons)
+    np.testing.assert_allclose(fm.matrix.toarray(), m.fit_force_map("basic", constraints=cons).matrix.toarray(), atol=1e-10)
 
 
 def simulate_constrained(n_mol=3, steps=2000, every=10, seed=5):
@@ -151,9 +151,9 @@ def test_constraint_across_beads_basic_refused_optimal_cancels_constraint_forces
     m = Mapping.from_groups(top, [[4 * k, 4 * k + 1] for k in range(3)] + [[4 * k + 2, 4 * k + 3] for k in range(3)])
     assert len(crossing_constraints(m, cons)) == 3
     with pytest.raises(ValueError, match="constraint"):
-        m.map_forces(f, "basic", constraints=cons)
-    biased = m.map_forces(f, "basic", constraints=cons, allow_constraint_crossing=True)
-    fm = m.force_map("optimal", forces=f, constraints=cons)
+        m.map_forces(f, m.fit_force_map("basic", constraints=cons))
+    biased = m.map_forces(f, m.fit_force_map("basic", constraints=cons, allow_constraint_crossing=True))
+    fm = m.fit_force_map("optimal", forces=f, constraints=cons)
     mat = fm.matrix.toarray()
     # consistency and one map per molecule type (pooled)
     np.testing.assert_allclose(mat @ m.position_matrix.toarray().T, np.eye(6), atol=1e-10)
@@ -163,7 +163,7 @@ def test_constraint_across_beads_basic_refused_optimal_cancels_constraint_forces
     pattern = np.zeros((5, 12, 3))
     pattern[:, 1], pattern[:, 2] = g, -g
     np.testing.assert_allclose(fm.apply(pattern), 0.0, atol=1e-9)
-    assert np.abs(m.force_map("basic", constraints=cons, allow_constraint_crossing=True).apply(pattern)).max() > 1
+    assert np.abs(m.fit_force_map("basic", constraints=cons, allow_constraint_crossing=True).apply(pattern)).max() > 1
     # optimal beats another consistent, constraint-safe map: all weight on the terminal atom (A for bead 1, D for bead 2)
     c = m.position_matrix.toarray()
     alt = np.zeros_like(mat)
@@ -180,17 +180,17 @@ def test_constraint_across_beads_basic_refused_optimal_cancels_constraint_forces
 def test_infeasible_constraint_between_single_atom_beads():
     top, f, cons = simulate_constrained(n_mol=1, steps=100)
     # [A, B], [C], [D] is feasible (bead C's row may use A and B), but B and C alone are not
-    Mapping.from_groups(top, [[0, 1], [2], [3]]).force_map("optimal", forces=f, constraints=cons)
+    Mapping.from_groups(top, [[0, 1], [2], [3]]).fit_force_map("optimal", forces=f, constraints=cons)
     m = Mapping.from_groups(top, [[0], [1], [2], [3]])
     with pytest.raises(ValueError, match="no force map satisfies"):
-        m.force_map("optimal", forces=f, constraints=cons)
+        m.fit_force_map("optimal", forces=f, constraints=cons)
 
 
 def test_pool_false_fits_each_molecule():
     top, f, cons = simulate_constrained(n_mol=2, steps=400)
     m = Mapping.from_groups(top, [[0, 1], [2, 3], [4, 5], [6, 7]])
-    pooled = m.force_map("optimal", forces=f, constraints=cons).matrix.toarray()
-    single = m.force_map("optimal", forces=f, constraints=cons, pool=False).matrix.toarray()
+    pooled = m.fit_force_map("optimal", forces=f, constraints=cons).matrix.toarray()
+    single = m.fit_force_map("optimal", forces=f, constraints=cons, pool=False).matrix.toarray()
     np.testing.assert_allclose(pooled[0, :4], pooled[2, 4:], atol=1e-12)
     assert np.abs(single[0, :4] - single[2, 4:]).max() > 1e-6
 
@@ -200,8 +200,8 @@ def test_overlapping_beads_basic_refused_optimal_consistent():
     _, f, _ = gaussian_chain(500, rng)
     m = Mapping.from_groups(chain_topology(1, 4), [[0, 1, 2], [1, 2, 3]], allow_overlap=True)
     with pytest.raises(ValueError, match="share no atoms"):
-        m.force_map("basic")
-    fm = m.force_map("optimal", forces=f)
+        m.fit_force_map("basic")
+    fm = m.fit_force_map("optimal", forces=f)
     np.testing.assert_allclose(fm.matrix.toarray() @ m.position_matrix.toarray().T, np.eye(2), atol=1e-10)
 
 
@@ -209,24 +209,24 @@ def test_registry_errors_and_argument_checks():
     m = Mapping.from_groups(chain_topology(1, 4), [[0, 1], [2, 3]])
     assert {"basic", "optimal"} <= set(FORCE_MAPS.names())
     with pytest.raises(UnknownNameError, match="Available: basic, optimal"):
-        make_force_map("magic", m)
+        fit_force_map("magic", m)
     with pytest.raises(ValueError, match="pass forces"):
-        m.force_map("optimal")
+        m.fit_force_map("optimal")
     with pytest.raises(ValueError, match="regularization"):
-        m.force_map("optimal", forces=np.zeros((2, 4, 3)), regularization=-1.0)
+        m.fit_force_map("optimal", forces=np.zeros((2, 4, 3)), regularization=-1.0)
     with pytest.raises(ValueError, match=r"constraints must have shape"):
-        m.force_map("basic", constraints=np.array([1, 2, 3]))
+        m.fit_force_map("basic", constraints=np.array([1, 2, 3]))
     with pytest.raises(ValueError, match="constraints must index atoms"):
-        m.force_map("basic", constraints=np.array([[0, 9]]))
+        m.fit_force_map("basic", constraints=np.array([[0, 9]]))
     with pytest.raises(ValueError, match="forces has 0 frames"):
-        m.force_map("optimal", forces=np.zeros((0, 4, 3)))
+        m.fit_force_map("optimal", forces=np.zeros((0, 4, 3)))
 
 
 def test_force_map_dict_round_trip():
     rng = np.random.default_rng(8)
     _, f, _ = gaussian_chain(200, rng)
     m = Mapping.from_groups(chain_topology(1, 4), [[0, 1], [2, 3]])
-    fm = m.force_map("optimal", forces=f)
+    fm = m.fit_force_map("optimal", forces=f)
     back = ForceMap.from_dict(fm.to_dict())
     np.testing.assert_allclose(back.apply(f), fm.apply(f), atol=1e-9)
 
@@ -237,7 +237,7 @@ def test_massless_site_keeps_its_force_in_basic_and_optimal_is_consistent():
     m = Mapping.from_groups(chain_topology(1, 4), [[0, 1], [2, 3]], masses=np.array([12.0, 0.0, 16.0, 1.0]))
     assert m.position_matrix.toarray()[0, 1] == 0.0
     f = rng.normal(0, 100, (20, 4, 3))
-    np.testing.assert_allclose(m.map_forces(f, "basic")[:, 0], f[:, 0] + f[:, 1], atol=1e-9)
+    np.testing.assert_allclose(m.map_forces(f, m.fit_force_map("basic"))[:, 0], f[:, 0] + f[:, 1], atol=1e-9)
     _, g, _ = gaussian_chain(300, rng)
-    fm = m.force_map("optimal", forces=g)
+    fm = m.fit_force_map("optimal", forces=g)
     np.testing.assert_allclose(fm.matrix.toarray() @ m.position_matrix.toarray().T, np.eye(2), atol=1e-10)

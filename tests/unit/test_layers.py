@@ -5,11 +5,11 @@ from pathlib import Path
 
 import cgkd
 
-ORDER = ["units", "keys", "registry", "io", "aa", "mapping", "data", "nn", "train", "kd", "export", "openmm",
+ORDER = ["units", "keys", "registry", "io", "geometry", "topology", "aa", "mapping", "data", "nn", "train", "kd", "export", "openmm",
          "analysis", "pipeline", "cli"]
 RANK = {name: i for i, name in enumerate(ORDER)}
 RANK["export"] = RANK["openmm"]  # one layer
-NO_TORCH = {"units", "keys", "registry", "io", "aa", "mapping", "analysis"}
+NO_TORCH = {"units", "keys", "registry", "io", "geometry", "topology", "aa", "mapping", "analysis"}
 ROOT = Path(cgkd.__file__).parent
 
 
@@ -37,4 +37,4 @@ def test_lower_layers_do_not_import_torch():
 
 def test_the_check_sees_every_layer():
     layers = {layer for layer, _, _ in _modules()}
-    assert {"io", "mapping", "nn", "train", "kd", "openmm", "analysis", "cli"} <= layers
+    assert {"io", "geometry", "topology", "mapping", "nn", "train", "kd", "openmm", "analysis", "cli"} <= layers

@@ -101,9 +101,12 @@ def test_bonds_between_beads_and_cg_topology():
     top = chain_topology(n_mol=2)
     m = Mapping.from_groups(top, [[0, 3], [1], [2], [4, 5, 6, 7]])
     np.testing.assert_array_equal(m.bonds, [[0, 1], [1, 2]])
-    assert m.bead_residue.tolist() == [0, 0, 0, 1]
+    assert m.bead_molecule.tolist() == [0, 0, 0, 1]
     assert m.bead_names == ["TRI0", "TRI1", "TRI2", "TRI"]
-    cg = m.cg_topology(box=np.eye(3) * 3.0)
+    top_cg = m.topology()
+    assert top_cg.angles.tolist() == [[0, 1, 2]] and top_cg.molecule_names == ("TRI", "TRI")
+    np.testing.assert_allclose(top_cg.masses, m.bead_masses)
+    cg = top_cg.to_openmm(box=np.eye(3) * 3.0)
     assert cg.getNumAtoms() == 4 and cg.getNumResidues() == 2 and cg.getNumBonds() == 2
     assert cg.getPeriodicBoxVectors() is not None
 
@@ -214,17 +217,23 @@ def test_position_shape_and_count_mismatches():
     with pytest.raises(ValueError, match="finite"):
         m.map_positions(bad)
     with pytest.raises(ValueError, match="forces has 3 frames but positions has 2"):
-        m.to_cg_arrays(np.nan_to_num(bad), np.zeros((3, 4, 3)), None, "basic")
+        m.map(np.nan_to_num(bad), np.zeros((3, 4, 3)), None, m.fit_force_map("basic"))
 
 
 def test_forces_mismatch_and_nonfinite_forces():
     m = Mapping.from_groups(chain_topology(1), [[0, 1, 2, 3]])
+    basic = m.fit_force_map("basic")
     with pytest.raises(ValueError, match="forces has 3 atoms"):
-        m.map_forces(np.zeros((2, 3, 3)))
+        m.map_forces(np.zeros((2, 3, 3)), basic)
     f = np.zeros((2, 4, 3))
     f[0, 0, 0] = np.inf
     with pytest.raises(ValueError, match="forces must be finite"):
-        m.map_forces(f)
+        m.map_forces(f, basic)
+    with pytest.raises(ValueError, match="force_map must be a ForceMap.*fit_force_map"):
+        m.map_forces(np.zeros((2, 4, 3)), "optimal")  # fitting is never hidden in applying
+    other = Mapping.from_groups(chain_topology(1), [[0, 1], [2, 3]]).fit_force_map("basic")
+    with pytest.raises(ValueError, match="maps 4 atoms to 2 beads"):
+        m.map_forces(np.zeros((2, 4, 3)), other)
 
 
 def test_missing_or_bad_box_for_periodic_mapping():
@@ -262,15 +271,15 @@ def test_load_rejects_foreign_json(tmp_path):
         Mapping.load(tmp_path / "missing.json")
 
 
-def test_to_cg_arrays_builds_a_cgdata():
+def test_map_and_topology_build_a_cgdata():
     rng = np.random.default_rng(3)
     box = np.eye(3) * 3.0
     top = chain_topology(2, box=box)
     m = Mapping.from_groups(top, [[0, 1, 3], [2], [4, 5, 7], [6]], types=["A", "B", "A", "B"])
     xyz = chain_positions(4, 2, 4, rng)
     forces = rng.normal(0, 100, (4, 8, 3))
-    arrays = m.to_cg_arrays(xyz, forces, np.broadcast_to(box, (4, 3, 3)), "basic")
-    data = CGData(**arrays, temperature=300.0)
+    pos, frc = m.map(xyz, forces, np.broadcast_to(box, (4, 3, 3)), m.fit_force_map("basic"))
+    data = CGData(pos, frc, np.broadcast_to(box, (4, 3, 3)), m.topology(), temperature=300.0)
     assert data.n_beads == 4 and data.type_names == ["A", "B"]
     np.testing.assert_array_equal(data.types, [0, 1, 0, 1])
     np.testing.assert_allclose(data.forces[:, 0], forces[:, [0, 1, 3]].sum(1), rtol=1e-5)

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 import pytest
 
-from cgkd.data.cg_h5 import CGData, write_cg
+from cgkd.data.cg_h5 import CGData, read_cg, write_cg
+from cgkd.topology import Topology
 from cgkd.export import LennardJonesPair, export_potential
 from cgkd.openmm.md import min_pair_distances, run_cg_md
 
@@ -24,9 +25,8 @@ def _data(n_frames=3, bad_frame=None):
         pos[bad_frame, 1] = pos[bad_frame, 0]  # two beads on top of each other: infinite energy
     n = g.shape[0]
     return CGData(positions=pos, forces=np.zeros_like(pos), box=np.tile(np.eye(3) * L, (n_frames, 1, 1)),
-                  types=np.arange(n) % 2, type_names=TYPES, bead_names=["A", "B"] * (n // 2),
-                  masses=np.where(np.arange(n) % 2, 60.0, 40.0), bead_residue=np.arange(n),
-                  residue_names=["M"] * n, bonds=np.zeros((0, 2)), temperature=300.0)
+                  topology=Topology(TYPES, np.arange(n) % 2, np.where(np.arange(n) % 2, 60.0, 40.0),
+                                    molecule_names=["M"] * n), temperature=300.0)
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def test_bad_arguments(tmp_path, artefact):
         run_cg_md(artefact, np.zeros((1, 2, 3)), tmp_path, steps=10, progress=False)
     with pytest.raises(FileNotFoundError):
         run_cg_md(artefact, tmp_path / "missing.h5", tmp_path, steps=10, progress=False)
-    data.type_names = ["A", "C"]
+    data.topology = Topology(["A", "C"], data.types, data.masses)
     with pytest.raises(ValueError, match="does not know"):
         run_cg_md(artefact, data, tmp_path, steps=10, progress=False)
 

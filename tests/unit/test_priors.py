@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cgkd.data.cg_h5 import CGData
-from cgkd.data.graph import angles_from_bonds, dihedrals_from_bonds
+from cgkd.topology import Topology, angles_from_bonds, dihedrals_from_bonds
 from cgkd.nn import PRIORS
 from cgkd.nn.prior_fit import (
     PriorFitError,
@@ -247,9 +247,8 @@ def test_fit_priors_from_cgdata_and_round_trip(tmp_path):
     pos_np[4:] = pos_np[:4] + np.array([0.5, 0.4, 0.45])  # same geometry twice: unimodal distributions
     rng = np.random.default_rng(5)
     pos = pos_np[None] + 0.01 * rng.normal(size=(300, len(types_np), 3))
-    data = CGData(positions=pos, forces=np.zeros_like(pos), box=np.tile(BOX, (300, 1, 1)), types=types_np,
-                  type_names=TYPES, bead_names=[f"X{i}" for i in range(8)], masses=np.ones(8),
-                  bead_residue=np.array([0] * 4 + [1] * 4), residue_names=["M", "M"], bonds=bonds, temperature=T)
+    top = Topology(TYPES, types_np, np.ones(8), [f"X{i}" for i in range(8)], [0] * 4 + [1] * 4, ["M", "M"], bonds)
+    data = CGData(positions=pos, forces=np.zeros_like(pos), box=np.tile(BOX, (300, 1, 1)), topology=top, temperature=T)
     priors = fit_priors(data, kinds=("bonds", "angles"))
     assert [p.kind for p in priors] == ["bonds", "angles"]
     assert all(e["k"] > 0 for p in priors for e in p.entries)

@@ -414,12 +414,12 @@ def test_checkpoint_format_checked(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         load_checkpoint(tmp_path / "none.pt")
     torch.save({"something": 1}, tmp_path / "x.pt")
-    with pytest.raises(ValueError, match="not a cgkd checkpoint"):
+    with pytest.raises(ValueError, match="is not a cgkd-checkpoint file"):
         load_checkpoint(tmp_path / "x.pt")
     save_checkpoint(tmp_path / "y.pt", {"epoch": 3})
     assert load_checkpoint(tmp_path / "y.pt")["epoch"] == 3
     save_checkpoint(tmp_path / "z.pt", {"format_version": 99})
-    with pytest.raises(ValueError, match="format version 99"):
+    with pytest.raises(ValueError, match="format_version 99 is not readable"):
         load_checkpoint(tmp_path / "z.pt")
 
 
