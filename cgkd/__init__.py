@@ -4,12 +4,15 @@ Units inside cgkd are OpenMM's: nanometre (nm), picosecond (ps), kJ/mol, atomic 
 g/mol) and kelvin (K). Forces are kJ/mol/nm. Public functions accept ``openmm.unit.Quantity``
 where a physical value is expected and strip it with :func:`cgkd.units.strip`.
 
-Layers (a module may import only from layers to its left):
+Layers (a module may import only from layers to its left; docs/design.md has the contracts):
 
-    units -> io -> aa -> mapping -> data -> nn -> train -> kd -> export/openmm -> analysis -> cli
+    units, keys, registry -> io -> geometry -> topology -> aa -> mapping -> data -> nn -> train -> kd
+        -> export/openmm -> analysis -> pipeline -> cli
 
-``aa`` (building and simulating all-atom systems) sits beside ``io``; torch is imported only from
-``data`` on, and never by ``mapping`` or ``analysis``.
+``geometry`` (minimum image, distances, angles, IUPAC dihedrals) and ``topology`` (the frozen CG or
+atomistic topology with its bonded terms) are the floor every later layer reads. Torch is imported
+only from ``nn`` on (``cgkd.nn.geometry`` holds the torch twins of ``cgkd.geometry``), never by
+``mapping``, ``data`` or ``analysis``.
 
 The verbs of the pipeline, in order, are attributes of this package, imported on first use (so that
 ``import cgkd`` and ``cgkd --help`` load neither torch nor OpenMM)::

@@ -25,6 +25,10 @@ MEMBER_ENERGY = "member_energy"  # (M, F) float64 kJ/mol, total energy per membe
 MEAN_ENERGY = "mean_energy"  # (F,) float64 kJ/mol
 FORCE_STD = "force_std"  # (F, B) float32 kJ/mol/nm, per-bead std of member forces (norm over xyz)
 
+# --- student targets (cgkd.kd.students, cgkd distill) --------------------------------------
+FORCE_TARGETS = ("mapped", "teacher", "mean")  # mapped forces, one teacher's, the ensemble mean
+ENERGY_TARGETS = ("none", "node", "total")  # no energy term, per-bead energies, total energy
+
 # --- model outputs (cgkd.nn) ----------------------------------------------------------------
 NODE_ENERGY = "node_energy"  # (N,) per-bead energy, kJ/mol (N = beads in the batch)
 NODE_FEATURES = "node_features"  # (N, H) invariant hidden features of the last layer

@@ -10,11 +10,7 @@ import json
 from pathlib import Path
 
 from cgkd.cli.teachers import add_common_training_args, arch_preset_arg, training_config
-
-#: ``cgkd.kd.students.FORCE_TARGETS`` and ``ENERGY_TARGETS``, written out so that building the parser loads no
-#: torch (tests/unit/test_face.py checks that they agree).
-FORCE_TARGETS = ("mapped", "teacher", "mean")
-ENERGY_TARGETS = ("none", "node", "total")
+from cgkd.keys import ENERGY_TARGETS, FORCE_TARGETS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -1,5 +1,10 @@
-"""Coarse-grained datasets: mapped positions, forces and labels (numpy/HDF5) and the bonded graph helpers of ``graph``."""
+"""Coarse-grained datasets: the CG file (``cg_h5``: ``CGData`` with its ``Topology``, and the labels group)
+and mapped datasets made from AA data (``mapped.map_aa``).
 
-from cgkd.data.cg_h5 import CGData, read_cg, write_cg
+Layer: imports units, io, geometry, topology and mapping; never torch.
+"""
 
-__all__ = ["CGData", "read_cg", "write_cg"]
+from cgkd.data.cg_h5 import CGData, read_cg, read_labels, read_topology, write_cg
+from cgkd.data.mapped import map_aa
+
+__all__ = ["CGData", "map_aa", "read_cg", "read_labels", "read_topology", "write_cg"]

@@ -276,24 +276,6 @@ def load_potential_artefact(path: str | Path, device: str = "cpu") -> Tuple[torc
     return module, metadata
 
 
-def type_masses_from_data(type_names: Sequence[str], bead_types, bead_masses) -> List[float]:
-    """Mass per bead type (amu): the mean mass of the beads of that type (e.g. from a CG dataset).
-
-    Raises ``ValueError`` for a type without beads.
-    """
-    import numpy as np
-
-    bead_types = np.asarray(bead_types)
-    bead_masses = np.asarray(bead_masses, dtype=float)
-    out = []
-    for t, name in enumerate(type_names):
-        sel = bead_types == t
-        if not np.any(sel):
-            raise ValueError(f"bead type {name!r} has no beads in the data; cannot infer its mass")
-        out.append(float(bead_masses[sel].mean()))
-    return out
-
-
 def export_cg_potential(potential: torch.nn.Module, path: str | Path, *, type_masses: Sequence[float], periodic: bool,
                         provenance: Optional[dict] = None, dtype: Optional[str] = None) -> dict:
     """Export a ``cgkd.nn.CGPotential``: its ``type_names``, ``cutoff`` and ``bonded_prior_spec()`` go in the metadata.
@@ -342,12 +324,8 @@ def export_model(model_file: str | Path, cg_path: str | Path, out: str | Path, *
 
     potential = load_potential(model_file)
     data = read_cg(cg_path, frames=slice(0, 1))
-    names = list(potential.type_names)
-    missing = sorted(set(data.type_names) - set(names))
-    if missing:
-        raise ValueError(f"the CG dataset {cg_path} has bead types {missing} that the model does not know ({names})")
-    remap = [names.index(data.type_names[t]) for t in data.types]
-    masses = type_masses_from_data(names, remap, data.masses)
+    top = data.topology.with_type_names(potential.type_names, f"the model {model_file}")
+    masses = top.masses_by_type().tolist()
     prov = {"model_file": str(model_file), "cg_data": str(cg_path)}
     prov.update(provenance or {})
     return export_cg_potential(potential, out, type_masses=masses, periodic=data.periodic, dtype=dtype, provenance=prov)

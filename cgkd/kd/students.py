@@ -47,8 +47,8 @@ from cgkd.train.frames import FrameSet, frameset_from_cg
 from cgkd.train.losses import LossSpec
 from cgkd.train.trainer import TrainConfig, fit
 
-FORCE_TARGETS = ("mapped", "teacher", "mean")
-ENERGY_TARGETS = ("none", "node", "total")
+FORCE_TARGETS = keys.FORCE_TARGETS
+ENERGY_TARGETS = keys.ENERGY_TARGETS
 STUDENT_FILE = "student.json"
 #: Batch keys of the chosen labels.
 FORCE_LABEL = "force_label"

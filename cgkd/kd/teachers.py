@@ -103,7 +103,7 @@ def build_potential(data: CGData, arch: str, preset: Union[str, dict], frames: O
     frames : sequence of int, optional
         Frames the priors and the energy scale are fitted on (default: all).
     """
-    from cgkd.nn import build_model, energy_scale_from_forces
+    from cgkd.nn.base import build_model, energy_scale_from_forces
     from cgkd.nn.potential import CGPotential
 
     frames = np.arange(data.n_frames) if frames is None else np.unique(np.asarray(frames, dtype=np.int64))

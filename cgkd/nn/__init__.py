@@ -5,24 +5,20 @@ Layer ``nn`` imports from ``units``, ``io``, ``registry``, ``keys`` and ``data``
 architectures ("hipnn", "painn") and priors.
 """
 
-from cgkd.nn.base import ARCHITECTURES, PRIORS, build_model, energy_scale_from_forces
+from cgkd.nn.base import ARCHITECTURES, PRIORS, build_model
 from cgkd.nn import hipnn, painn, priors  # noqa: F401  (registration)
-from cgkd.nn.hipnn import HIPNN, HIPNNConfig
-from cgkd.nn.painn import PaiNN, PaiNNConfig
-from cgkd.nn.neighbors import batch_neighbor_list, neighbor_list
+from cgkd.nn.hipnn import HIPNNConfig
+from cgkd.nn.painn import PaiNNConfig
+from cgkd.nn.neighbors import neighbor_list
 from cgkd.nn.potential import CGPotential, load_potential, save_potential
 
 __all__ = [
     "ARCHITECTURES",
     "PRIORS",
     "build_model",
-    "energy_scale_from_forces",
-    "HIPNN",
     "HIPNNConfig",
-    "PaiNN",
     "PaiNNConfig",
     "neighbor_list",
-    "batch_neighbor_list",
     "CGPotential",
     "save_potential",
     "load_potential",

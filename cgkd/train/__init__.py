@@ -5,7 +5,7 @@ Layer rule: ``cgkd.train`` imports from ``cgkd.units``, ``cgkd.io``, ``cgkd.data
 never from ``cgkd.kd`` or higher layers.
 """
 
-from cgkd.train.checkpoint import load_checkpoint, save_checkpoint, seeded
+from cgkd.train.checkpoint import seeded
 from cgkd.train.frames import FrameSet, frameset_from_cg
 from cgkd.train.losses import LOSS_TERMS, Loss, LossSpec, LossTerm
 from cgkd.train.schedule import ScheduleRow, WeightSchedule, born_again
@@ -25,8 +25,6 @@ __all__ = [
     "evaluate",
     "fit",
     "frameset_from_cg",
-    "load_checkpoint",
     "model_outputs",
-    "save_checkpoint",
     "seeded",
 ]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from cgkd.export import LennardJonesPair, export_potential, load_potential_artefact, normalize_bonded_priors
+from cgkd.export import LennardJonesPair, export_potential, load_potential_artefact
+from cgkd.export.artefact import normalize_bonded_priors
 from cgkd.export.artefact import FORMAT_VERSION, METADATA_FILE
 from cgkd.io.formats import FormatError
 

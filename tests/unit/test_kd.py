@@ -17,7 +17,8 @@ from cgkd.kd.labels import predict
 from cgkd.kd.students import uncertainty_weights
 from cgkd.kd.teachers import bootstrap_indices, make_split, member_dir, read_split
 from cgkd.registry import UnknownNameError
-from cgkd.train import TrainConfig, load_checkpoint
+from cgkd.train import TrainConfig
+from cgkd.train.checkpoint import load_checkpoint
 from lj_fluid import lj_cg_data, simulate_lj
 
 TINY = dict(n_features=8, n_interactions=1, n_atom_layers=1, n_radial=6, cutoff=0.45)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from cgkd.export import LennardJonesPair, export_potential, load_potential_artefact
-from cgkd.openmm import backends, create_system, resolve_types
+from cgkd.openmm import backends, create_system
+from cgkd.openmm.system import resolve_types
 from cgkd.topology import Topology
 
 TYPES = ["A", "B"]

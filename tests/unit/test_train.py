@@ -27,11 +27,10 @@ from cgkd.train import (
     WeightSchedule,
     born_again,
     fit,
-    load_checkpoint,
     model_outputs,
-    save_checkpoint,
     seeded,
 )
+from cgkd.train.checkpoint import load_checkpoint, save_checkpoint
 
 
 class TinyPair(nn.Module):
