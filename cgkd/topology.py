@@ -368,4 +368,29 @@ class Topology:
                    [first[m] for m in range(len(first))], bonds)
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "KINDS", "Topology", "angles_from_bonds", "canonical", "dihedrals_from_bonds"]
+class TopologyView:
+    """Read-through properties for a data class with a ``topology`` attribute (``CGData``, ``Frames``)."""
+
+    topology: Topology
+
+    @property
+    def types(self) -> np.ndarray:
+        """np.ndarray, shape=(n_particles,), int64: the topology's type index of each particle."""
+        return self.topology.types
+
+    @property
+    def type_names(self) -> list:
+        return list(self.topology.type_names)
+
+    @property
+    def masses(self) -> np.ndarray:
+        """np.ndarray, shape=(n_particles,), float64, amu."""
+        return self.topology.masses
+
+    @property
+    def bonds(self) -> np.ndarray:
+        """np.ndarray, shape=(n_bonds, 2), int64."""
+        return self.topology.bonds
+
+
+__all__ = ["FORMAT", "TopologyView", "FORMAT_VERSION", "KINDS", "Topology", "angles_from_bonds", "canonical", "dihedrals_from_bonds"]

@@ -10,11 +10,11 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from cgkd.data.cg_h5 import CGData, read_cg
-from cgkd.topology import Topology
+from cgkd.topology import Topology, TopologyView
 
 
 @dataclass
-class Frames:
+class Frames(TopologyView):
     """Bead positions of one continuous trajectory with the topology of its beads.
 
     Attributes
@@ -52,22 +52,6 @@ class Frames:
     @property
     def n_frames(self) -> int:
         return self.positions.shape[0]
-
-    @property
-    def types(self) -> np.ndarray:
-        return self.topology.types
-
-    @property
-    def type_names(self) -> list:
-        return list(self.topology.type_names)
-
-    @property
-    def masses(self) -> np.ndarray:
-        return self.topology.masses
-
-    @property
-    def bonds(self) -> np.ndarray:
-        return self.topology.bonds
 
     def subsample(self, max_frames: Optional[int]) -> "Frames":
         """At most ``max_frames`` evenly spaced frames (dt scales with the stride)."""

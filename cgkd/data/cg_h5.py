@@ -24,14 +24,14 @@ import numpy as np
 from cgkd import keys
 from cgkd.io.atomic import atomic_path
 from cgkd.io.formats import FormatError, check_format
-from cgkd.topology import Topology
+from cgkd.topology import Topology, TopologyView
 
 FORMAT = "cgkd-cg"
 FORMAT_VERSION = 2
 
 
 @dataclass
-class CGData:
+class CGData(TopologyView):
     """A mapped (coarse-grained) trajectory.
 
     Attributes
@@ -91,25 +91,6 @@ class CGData:
     @property
     def periodic(self) -> bool:
         return self.box is not None
-
-    @property
-    def types(self) -> np.ndarray:
-        """np.ndarray, shape=(n_beads,), int64: the topology's type index of each bead."""
-        return self.topology.types
-
-    @property
-    def type_names(self) -> list:
-        return list(self.topology.type_names)
-
-    @property
-    def masses(self) -> np.ndarray:
-        """np.ndarray, shape=(n_beads,), float64, amu."""
-        return self.topology.masses
-
-    @property
-    def bonds(self) -> np.ndarray:
-        """np.ndarray, shape=(n_bonds, 2), int64: the topology's bonds."""
-        return self.topology.bonds
 
     def subset(self, frames) -> "CGData":
         """A copy with only ``frames`` (index array or slice)."""
