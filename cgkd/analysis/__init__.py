@@ -1,7 +1,7 @@
 """AA vs CG analysis: RDF, ADF/CDF, bonded distributions, density, MSD/diffusion, metrics, report.
 
-Layer: analysis (numpy, mdtraj, networkx, matplotlib only; never torch). May import units, io and
-data; nothing here imports nn, train, kd, export or openmm.
+Layer: analysis (numpy, mdtraj, matplotlib only; never torch). May import units, io, geometry,
+topology and data; nothing here imports nn, train, kd, export or openmm.
 """
 
 from cgkd.analysis.angles import adf, cdf

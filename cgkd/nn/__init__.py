@@ -1,6 +1,8 @@
 """CG neural-network potentials: neighbour lists, architectures, priors and :class:`CGPotential`.
 
-Layer ``nn`` imports from ``units``, ``io``, ``registry``, ``keys`` and ``data`` only; ``train``,
+Layer ``nn`` imports from ``units``, ``io``, ``registry``, ``keys``, ``geometry``, ``topology`` and
+``data`` only (``nn.geometry`` holds the torch twins of ``cgkd.geometry``; ``nn.native`` the tabulated
+native model); ``train``,
 ``kd``, ``export`` and above import from here. Importing this package registers the built-in
 architectures ("hipnn", "painn") and priors.
 """

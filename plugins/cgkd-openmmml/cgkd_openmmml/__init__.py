@@ -5,7 +5,7 @@
     system = potential.createSystem(cg_topology)          # bead masses come from the artefact
 
 Registered through the entry point group ``openmmml.potentials`` under the name ``cgkd``.
-Bead types are found as in :func:`cgkd.openmm.resolve_types` (atom names, or ``type_map``/``types``).
+Bead types are found as in :func:`cgkd.openmm.system.resolve_types` (atom names, or ``type_map``/``types``).
 The forces are the ones :func:`cgkd.openmm.create_system` builds, from the same functions:
 :func:`cgkd.openmm.backends.make_potential_force` and :func:`cgkd.openmm.bonded.add_bonded_priors`.
 """
