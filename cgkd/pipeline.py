@@ -1,4 +1,4 @@
-"""The main job: AA MD -> map -> teachers -> labels -> student -> export -> CG MD -> compare.
+"""The main job: AA MD -> map -> teachers -> labels -> students (neural and native) -> export -> CG MD -> compare.
 
 Each stage writes into its own folder of the run directory and finishes by writing ``stage.json`` (atomically)
 with a hash of everything it depends on; a stage whose ``stage.json`` matches is skipped, so an interrupted run
@@ -43,6 +43,7 @@ class Preset:
     force_target: str = "mean"
     energy_target: str = "node"
     control: bool = True  # also train the student architecture on mapped forces only
+    native: bool = True  # also fit native students: on force_target labels ("native") and mapped forces (MS-CG)
     cg_replicas: int = 2
     cg_steps: int = 5000
     cg_timestep: float = 0.004  # ps
@@ -91,7 +92,7 @@ def load_preset(preset: str | Path | Preset) -> Preset:
     raise ValueError(f"preset must be one of {sorted(PRESETS)}, a YAML file of Preset fields or a Preset, got {preset!r}")
 
 
-STAGES = ["aa", "map", "teachers", "labels", "student", "control", "export", "cgmd", "compare"]
+STAGES = ["aa", "map", "teachers", "labels", "student", "control", "native", "export", "cgmd", "compare"]
 
 
 def _hash(obj) -> str:
@@ -238,6 +239,24 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
         s_c = run.stage("control", ["labels"], student_settings, student_body("mapped", "none"))
         models["control"] = s_c["model"]
 
+    native_models: Dict[str, str] = {}
+    if p.native:
+        def native_body(folder: Path) -> dict:
+            from cgkd.kd.native import train_native_student
+
+            targets = {"native": p.force_target}
+            if p.force_target != "mapped":
+                targets["native_mscg"] = "mapped"
+            info = {label: train_native_student(s_l["path"], folder / label, teacher_dir=s_t["dir"], force_target=t)
+                    for label, t in targets.items()}
+            return {"models": {label: i["model"] for label, i in info.items()}, "info": info,
+                    "line": "native students: " + "; ".join(
+                        f"{label} on {targets[label]} forces, held-out force RMSE {i['held_out_rmse_vs_mapped']:.1f} "
+                        "vs mapped kJ/mol/nm" for label, i in info.items() if i["held_out_rmse_vs_mapped"] is not None)}
+
+        s_n = run.stage("native", ["labels"], {"f": p.force_target}, native_body)
+        native_models = s_n["models"]
+
     def export(folder: Path) -> dict:
         from cgkd.export import export_model
 
@@ -254,7 +273,7 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
         from cgkd.openmm.md import run_cg_md
 
         out, parts = {}, []
-        for label, artefact in s_e["artefacts"].items():
+        for label, artefact in {**s_e["artefacts"], **native_models}.items():
             summary = run_cg_md(artefact, cg_path, folder / label, n_replicas=p.cg_replicas, steps=p.cg_steps,
                                 timestep=p.cg_timestep, friction=p.cg_friction, report_interval=p.cg_report_interval,
                                 backend=p.backend, seed=spec.seed, progress=True)
@@ -263,7 +282,7 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
                          f"{summary['ns_per_day'] or float('nan'):.1f} ns/day")
         return {"runs": out, "line": "; ".join(parts)}
 
-    s_md = run.stage("cgmd", ["export"], {"replicas": p.cg_replicas, "steps": p.cg_steps, "dt": p.cg_timestep,
+    s_md = run.stage("cgmd", ["export"] + (["native"] if p.native else []), {"replicas": p.cg_replicas, "steps": p.cg_steps, "dt": p.cg_timestep,
                                           "friction": p.cg_friction, "every": p.cg_report_interval,
                                           "backend": p.backend}, cgmd)
 

@@ -25,8 +25,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("cg", help="CG dataset (HDF5, from cgkd map)")
-    p.add_argument("--teachers", required=True, help="teacher folder (from cgkd teachers)")
+    p.add_argument("--teachers", default=None,
+                   help="teacher folder (from cgkd teachers); needed unless --student native --force-target mapped")
     p.add_argument("--out", required=True, help="student folder")
+    p.add_argument("--student", choices=["neural", "native"], default="neural",
+                   help="neural: a small network (default); native: tabulated pair potentials + bonded priors fitted "
+                        "by force matching, a plain OpenMM System (OUT/native.json; --force-target mapped is MS-CG)")
+    p.add_argument("--cutoff", type=float, default=None, help="native student: pair cutoff in nm (default 1, less in "
+                                                              "a small box)")
     p.add_argument("--force-target", choices=FORCE_TARGETS, default="mean", help="force labels; default mean")
     p.add_argument("--energy-target", choices=ENERGY_TARGETS, default="none", help="energy labels; default none")
     p.add_argument("--teacher-index", type=int, default=0, help="member used by --force-target teacher; default 0")
@@ -46,13 +52,29 @@ def run(args) -> int:
     from cgkd.kd.students import train_student
     from cgkd.kd.teachers import read_split
 
-    cg, tdir = Path(args.cg), Path(args.teachers)
+    cg = Path(args.cg)
     if not cg.is_file():
         raise FileNotFoundError(f"CG dataset {str(cg)!r} does not exist")
+    if args.teachers is None:
+        if args.student == "native" and args.force_target == "mapped":
+            from cgkd.kd.native import train_native_student
+
+            print(json.dumps(train_native_student(cg, args.out, force_target="mapped", cutoff=args.cutoff)))
+            return 0
+        raise ValueError("--teachers is required (only --student native --force-target mapped fits without teachers)")
+    tdir = Path(args.teachers)
     if args.relabel or not labels_are_current(cg, tdir):
         make_labels(cg, tdir)
         errors = ensemble_errors(cg, tdir, "test" if read_split(tdir)["test"] else "val")
         print(json.dumps({"teacher_force_rmse_vs_mapped": errors}))
+    if args.student == "native":
+        from cgkd.kd.native import train_native_student
+
+        if args.energy_target != "none":
+            raise ValueError("--energy-target must be none for --student native (it is fitted to forces)")
+        print(json.dumps(train_native_student(cg, args.out, teacher_dir=tdir, force_target=args.force_target,
+                                              teacher_index=args.teacher_index, cutoff=args.cutoff)))
+        return 0
     info = train_student(
         cg,
         tdir,

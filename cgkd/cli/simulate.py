@@ -6,8 +6,8 @@ import json
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("simulate", help="run CG MD with an exported potential")
-    p.add_argument("model", help="exported artefact (cgkd export)")
+    p = subparsers.add_parser("simulate", help="run CG MD with an exported potential or a native student")
+    p.add_argument("model", help="exported artefact (cgkd export, .pt) or native student (cgkd distill --student native, .json)")
     p.add_argument("cg", help="CG dataset (.h5) whose frames start the replicas")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--replicas", type=int, default=4)

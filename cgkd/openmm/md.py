@@ -31,6 +31,8 @@ import torch
 from cgkd import geometry, units
 from cgkd.data.cg_h5 import CGData, read_cg
 from cgkd.io.atomic import atomic_path, write_text
+from cgkd.nn.native import NativeModel, is_native_file, load_native
+from cgkd.openmm.native import native_system
 from cgkd.openmm.system import as_artefact, create_system
 
 #: Fraction of the smallest AA (mapped) distance per type pair below which a CG pair counts as collapsed.
@@ -105,8 +107,9 @@ def run_cg_md(
 
     Parameters
     ----------
-    artefact : str, Path or (module, metadata)
-        Exported potential.
+    artefact : str, Path, (module, metadata) or NativeModel
+        Exported potential (``cgkd export``), or a native student (``cgkd.nn.native.NativeModel`` or
+        its ``cgkd-native`` JSON file), which runs as a plain OpenMM System (``backend`` is ignored).
     cg_data_or_start_frames : CGData or str or Path
         Mapped AA data (a ``cgkd-cg`` file or object); replica k starts from frame
         ``round(k * (F - 1) / max(n_replicas - 1, 1))`` with that frame's box, masses and types.
@@ -156,8 +159,12 @@ def run_cg_md(
     temperature = float(units.strip(temperature if temperature is not None else data.temperature, units.TEMPERATURE, "temperature"))
     if not temperature > 0:
         raise ValueError(f"temperature must be positive (K), got {temperature}")
-    module, metadata = as_artefact(artefact)
-    names = list(metadata["type_names"])
+    native = load_native(artefact) if isinstance(artefact, (str, Path)) and is_native_file(artefact) else artefact
+    if isinstance(native, NativeModel):
+        names, dtype, model_kind = list(native.type_names), "float64", "native"
+    else:
+        module, metadata = as_artefact(artefact)
+        names, dtype, model_kind = list(metadata["type_names"]), metadata["dtype"], "neural"
     types = data.topology.type_indices(names, "the potential")
     n = data.n_beads
     n_types = len(names)
@@ -177,8 +184,11 @@ def run_cg_md(
         app.PDBFile.writeFile(topology, data.positions[0].astype(float) * u.nanometer, fh)
 
     kt = units.kbt(temperature)
-    system = create_system((module, metadata), topology, types=types, masses=data.masses, backend=backend,
-                           box=None if data.box is None else data.box[0])
+    box0 = None if data.box is None else data.box[0]
+    if model_kind == "native":
+        system = native_system(native, data.topology, box=box0)
+    else:
+        system = create_system((module, metadata), topology, types=types, masses=data.masses, backend=backend, box=box0)
     plat = None if platform is None else openmm.Platform.getPlatformByName(platform)
     starts = np.round(np.linspace(0, data.n_frames - 1, n_replicas)).astype(int) if n_replicas > 1 else np.array([0])
     replicas = []
@@ -204,9 +214,11 @@ def run_cg_md(
         "temperature_K": temperature,
         "report_interval": report_interval,
         "n_beads": n,
-        "backend": backend or ("torch" if "torch" in system.getForce(0).getName() else "python"),
+        "model": model_kind,
+        "backend": "native" if model_kind == "native" else (
+            backend or ("torch" if "torch" in system.getForce(0).getName() else "python")),
         "platform": replicas[0]["platform"],
-        "dtype": metadata["dtype"],
+        "dtype": dtype,
         "min_distance_nm": None if threshold is None else threshold.tolist(),
         "steps_per_s": total_steps / total_wall if total_wall > 0 else None,
         "ns_per_day": total_steps * timestep * 1e-3 / total_wall * 86400.0 if total_wall > 0 else None,

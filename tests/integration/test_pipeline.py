@@ -21,7 +21,9 @@ def test_pipeline_runs_caches_and_reruns_downstream(tmp_path):
     ran = [line.split("]")[0].strip("[ ") for line in lines if line.startswith("[")]
     assert ran == [s for s in STAGES if s != "control"]
     summary = json.loads((tmp_path / "run" / "cgmd" / "stage.json").read_text())["summary"]
-    assert set(summary["runs"]) == {"teacher", "student"}
+    assert set(summary["runs"]) == {"teacher", "student", "native", "native_mscg"}
+    native = json.loads((tmp_path / "run" / "native" / "stage.json").read_text())["summary"]["info"]
+    assert native["native"]["force_target"] == "mean" and native["native_mscg"]["force_target"] == "mapped"
 
     # Same settings: every stage is taken from its cache.
     lines.clear()
@@ -32,7 +34,7 @@ def test_pipeline_runs_caches_and_reruns_downstream(tmp_path):
     lines.clear()
     run_pipeline("reline", replace(preset, student_epochs=3), tmp_path / "run", log=lines.append)
     cached = {line.split("]")[0].strip("[ ") for line in lines if "cached" in line}
-    assert cached == {"aa", "map", "teachers", "labels"}
+    assert cached == {"aa", "map", "teachers", "labels", "native"}
 
 
 def test_unknown_preset_is_refused(tmp_path):

@@ -1,0 +1,320 @@
+"""Native students: pair tables fitted by linear force matching (MS-CG) to any set of labelled frames.
+
+The model (:class:`cgkd.nn.native.NativeModel`) is, per bead-type pair, ``U_ab(r) = W_ab(r) + S_ab(r)``:
+
+- ``W_ab``: the pair-repulsion prior (``cgkd.nn.prior_fit.fit_pair_repulsion``: the shifted-force
+  r^-12 wall that acts only below the distances the data reach), capped below 0.6 sigma by its tangent
+  line so the table stays finite;
+- ``S_ab``: a natural cubic spline through node values on a grid of spacing ``spacing`` from 0 to
+  the cutoff, with ``S(cutoff) = 0`` and ``S'(cutoff) = 0`` (energy and force continuous there).
+
+plus the bonded priors of the data (bonds, angles, dihedrals by Boltzmann inversion, on the
+topology's terms). The spline's node values are the unknowns of a linear least-squares problem:
+the model forces are linear in them, so minimising the squared difference between model and target
+forces over all frames (force matching, Izvekov & Voth, J. Chem. Phys. 2005; "MS-CG") is one normal-
+equation solve, regularised by a second-difference smoothness penalty and a small ridge, both
+relative to the mean diagonal of the normal matrix. The targets may be:
+
+(a) the mapped forces (``data.forces``): classical MS-CG;
+(b) the ensemble-mean labels on the AA frames (``keys.MEAN_FORCES`` of the labels group);
+(c) ensemble labels on configurations sampled elsewhere (any ``CGData`` with matching forces).
+
+Nodes of distances that the data never reach are set by the smoothness penalty; the wall governs there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from scipy.interpolate import CubicSpline
+
+from cgkd import keys
+from cgkd.data.cg_h5 import CGData, read_cg, read_labels
+from cgkd.nn.native import NativeModel
+from cgkd.nn.neighbors import neighbor_list
+from cgkd.nn.prior_fit import fit_priors
+
+#: Below this fraction of sigma the wall continues along its tangent (finite table values).
+WALL_CAP = 0.6
+
+
+def default_cutoff(data: CGData, cutoff: float = 1.0) -> float:
+    """``cutoff`` (nm), or less where the box is small: at most 0.49 of the smallest box height."""
+    if data.box is None:
+        return float(cutoff)
+    box = np.asarray(data.box[0], dtype=np.float64)
+    vol = abs(np.linalg.det(box))
+    heights = [vol / np.linalg.norm(np.cross(box[(k + 1) % 3], box[(k + 2) % 3])) for k in range(3)]
+    return float(min(cutoff, 0.49 * min(heights)))
+
+
+def _wall(r: np.ndarray, sigma: float, eps: float):
+    """Capped wall energy and force (-dW/dr) on distances ``r``."""
+    if not sigma > 0:
+        return np.zeros_like(r), np.zeros_like(r)
+    rc = WALL_CAP * sigma
+
+    def e(x):
+        return eps * ((sigma / x) ** 12 - 1.0 + 12.0 * (x - sigma) / sigma)
+
+    def f(x):
+        return eps * 12.0 * (sigma**12 / x**13 - 1.0 / sigma)
+
+    rr = np.maximum(r, rc)
+    energy = np.where(r < sigma, e(rr), 0.0) + np.where(r < rc, f(rc) * (rc - r), 0.0)
+    force = np.where(r < sigma, f(rr), 0.0)
+    return energy, force
+
+
+def _bonded_forces(priors: list, data: CGData, frames: np.ndarray) -> np.ndarray:
+    """Forces (F, N, 3) of the bonded prior modules on the selected frames (autograd, float64)."""
+    out = np.zeros((len(frames), data.n_beads, 3))
+    bonded = [p.double() for p in priors if getattr(p, "is_bonded", False)]
+    if not bonded:
+        return out
+    types = torch.as_tensor(np.array(data.types))
+    batch = torch.zeros(data.n_beads, dtype=torch.int64)
+    for k, f in enumerate(frames):
+        x = torch.tensor(data.positions[f], dtype=torch.float64, requires_grad=True)
+        box = torch.zeros(1, 3, 3, dtype=torch.float64) if data.box is None else torch.tensor(data.box[f:f + 1], dtype=torch.float64)
+        e = sum(p(x, types, box, batch, 1).sum() for p in bonded)
+        (g,) = torch.autograd.grad(e, x)
+        out[k] = -g.numpy()
+    return out
+
+
+def fit_native(
+    data: CGData,
+    forces: Optional[np.ndarray] = None,
+    *,
+    cutoff: Optional[float] = None,
+    spacing: float = 0.02,
+    table_spacing: float = 0.001,
+    smoothness: float = 1e-3,
+    ridge: float = 1e-8,
+    priors: bool = True,
+    frames: Optional[Sequence[int]] = None,
+    target: str = "",
+) -> NativeModel:
+    """Fit a native student to labelled frames.
+
+    Parameters
+    ----------
+    data : CGData
+        Positions, box and topology of the frames.
+    forces : np.ndarray, shape=(n_frames, n_beads, 3), kJ/mol/nm, optional
+        Target forces; default ``data.forces`` (the mapped forces: MS-CG).
+    cutoff : float, nm, optional
+        Pair cutoff; default :func:`default_cutoff` (1 nm, less in a small box).
+    spacing : float, nm
+        Node spacing of the fitted spline.
+    table_spacing : float, nm
+        Spacing of the exported table (OpenMM interpolates it with the same natural spline).
+    smoothness, ridge : float
+        Second-difference and ridge penalties, relative to the mean diagonal of the normal matrix.
+    priors : bool
+        Fit and include the pair wall and the bonded priors (default); False fits pure tables.
+    frames : sequence of int, optional
+        Frames to fit on (default all).
+    target : str
+        Recorded in the provenance (``mapped``, ``mean``, ...).
+
+    Returns
+    -------
+    NativeModel
+        ``provenance["fit"]`` holds the fit's force RMSE on its frames and the target's RMS.
+    """
+    forces = data.forces if forces is None else np.asarray(forces)
+    if forces.shape != data.positions.shape:
+        raise ValueError(f"forces must have shape {data.positions.shape} (the data's), got {forces.shape}")
+    if not np.all(np.isfinite(forces)):
+        raise ValueError("forces must be finite")
+    idx = np.arange(data.n_frames) if frames is None else np.asarray(frames, dtype=np.int64)
+    if len(idx) == 0:
+        raise ValueError("frames is empty; the fit needs at least one frame")
+    cut = default_cutoff(data) if cutoff is None else float(cutoff)
+    if not cut > 0:
+        raise ValueError(f"cutoff must be positive (nm), got {cutoff}")
+    if not 0 < spacing < cut / 3:
+        raise ValueError(f"spacing must lie in (0, cutoff/3 = {cut / 3:.3g}) nm, got {spacing}")
+    if not 0 < table_spacing <= spacing:
+        raise ValueError(f"table_spacing must lie in (0, spacing={spacing}] nm, got {table_spacing}")
+    if smoothness < 0 or ridge < 0:
+        raise ValueError(f"smoothness and ridge must be >= 0, got {smoothness} and {ridge}")
+    top = data.topology
+    nt = top.n_types
+    sub = data.subset(idx)
+
+    fitted = fit_priors(sub, r_max=cut) if priors else []
+    wall = next((p for p in fitted if type(p).__name__ == "PairRepulsion"), None)
+    sigma = np.zeros((nt, nt)) if wall is None else wall.sigma.double().numpy()
+    eps = 0.0 if wall is None else float(wall.epsilon)
+    bonded_spec: Dict[str, list] = {}
+    for p in fitted:
+        if getattr(p, "is_bonded", False):
+            bonded_spec.update(p.bonded_prior_spec())
+    residual = forces[idx].astype(np.float64) - _bonded_forces(fitted, data, idx)
+
+    # spline basis: K nodes on [0, cut]; the last node is fixed at 0 (free columns 0..K-2)
+    k_nodes = int(round(cut / spacing)) + 1
+    nodes = np.linspace(0.0, cut, k_nodes)
+    basis = CubicSpline(nodes, np.eye(k_nodes), bc_type="natural")
+    n_free = k_nodes - 1
+    pair_id = np.full((nt, nt), -1, dtype=np.int64)
+    n_pairs = 0
+    for a in range(nt):
+        for b in range(a, nt):
+            pair_id[a, b] = pair_id[b, a] = n_pairs
+            n_pairs += 1
+    n_col = n_pairs * n_free
+    normal = np.zeros((n_col, n_col))
+    rhs = np.zeros(n_col)
+    target_sq = resid_sq = 0.0
+    types = top.types
+    n = data.n_beads
+    for k, f in enumerate(idx):
+        x = torch.as_tensor(data.positions[f], dtype=torch.float64)
+        box = torch.zeros(3, 3, dtype=torch.float64) if data.box is None else torch.as_tensor(data.box[f], dtype=torch.float64)
+        ei, sh = neighbor_list(x, box, cut)
+        keep = ei[0] < ei[1]
+        i, j = ei[0][keep].numpy(), ei[1][keep].numpy()
+        d = (x[ei[1][keep]] - x[ei[0][keep]] + sh[keep]).numpy()
+        r = np.linalg.norm(d, axis=1)
+        u = d / r[:, None]  # unit vector i -> j
+        p = pair_id[types[i], types[j]]
+        # wall forces come off the target
+        fw = np.zeros_like(r)
+        if wall is not None:
+            for a in range(nt):
+                for b in range(a, nt):
+                    sel = p == pair_id[a, b]
+                    if np.any(sel):
+                        fw[sel] = _wall(r[sel], sigma[a, b], eps)[1]
+        tgt = residual[k].copy()
+        fvec = fw[:, None] * u  # force on j (along +u), -that on i
+        np.add.at(tgt, j, -fvec)
+        np.add.at(tgt, i, fvec)
+        target_sq += float((forces[f].astype(np.float64) ** 2).sum())
+        resid_sq += float((tgt ** 2).sum())
+        # design matrix G (3N, n_col): the force on j from S_p is -S_p'(r) u
+        dphi = basis(r, 1)[:, :n_free]  # (P, n_free)
+        g = np.zeros((n, 3, n_col))
+        cols = p[:, None] * n_free + np.arange(n_free)[None, :]
+        contrib = -dphi[:, None, :] * u[:, :, None]  # (P, 3, n_free): force on j
+        for c in range(3):
+            np.add.at(g[:, c, :], (np.repeat(j, n_free), cols.ravel()), contrib[:, c, :].ravel())
+            np.add.at(g[:, c, :], (np.repeat(i, n_free), cols.ravel()), -contrib[:, c, :].ravel())
+        g = g.reshape(3 * n, n_col)
+        normal += g.T @ g
+        rhs += g.T @ tgt.reshape(-1)
+    scale = float(np.mean(np.diag(normal))) or 1.0
+    second = np.diff(np.eye(n_free), 2, axis=0)  # (n_free - 2, n_free)
+    penalty = np.kron(np.eye(n_pairs), second.T @ second)
+    # S'(cut) = 0: the derivative of the spline at the cutoff, per pair, strongly penalised
+    slope = basis(np.array([cut]), 1)[0, :n_free]
+    slope_pen = np.kron(np.eye(n_pairs), np.outer(slope, slope))
+    system = normal + scale * (smoothness * penalty + ridge * np.eye(n_col) + 1e3 * slope_pen / max(slope @ slope, 1e-12))
+    coef = np.linalg.solve(system, rhs)
+    rss = resid_sq - 2.0 * float(coef @ rhs) + float(coef @ normal @ coef)  # sum of squared force residuals
+
+    grid = np.linspace(0.0, cut, int(round(cut / table_spacing)) + 1)
+    phi = basis(grid)[:, :n_free]
+    tables = np.zeros((nt, nt, len(grid)))
+    for a in range(nt):
+        for b in range(a, nt):
+            c = coef[pair_id[a, b] * n_free:(pair_id[a, b] + 1) * n_free]
+            w = _wall(grid, sigma[a, b], eps)[0] if wall is not None else 0.0
+            tables[a, b] = tables[b, a] = phi @ c + w
+    tables[..., -1] = 0.0
+    n_comp = 3 * n * len(idx)
+    provenance = {"fit": {"method": "force matching (MS-CG), natural cubic spline", "target": target,
+                          "n_frames": int(len(idx)), "cutoff_nm": cut, "spacing_nm": spacing,
+                          "smoothness": smoothness, "ridge": ridge, "priors": bool(priors),
+                          "target_rms": math.sqrt(target_sq / n_comp),
+                          "train_rmse": math.sqrt(max(rss, 0.0) / n_comp)}}
+    model = NativeModel(list(top.type_names), cut, tables, top.masses_by_type().tolist(), data.periodic,
+                        bonded_spec, provenance)
+    return model
+
+
+def force_rmse_native(model: NativeModel, data: CGData, forces: Optional[np.ndarray] = None,
+                      frames: Optional[Sequence[int]] = None) -> float:
+    """RMS force error (kJ/mol/nm) of a native model against ``forces`` (default the mapped) on ``frames``."""
+    forces = data.forces if forces is None else np.asarray(forces)
+    idx = np.arange(data.n_frames) if frames is None else np.asarray(frames, dtype=np.int64)
+    sq, count = 0.0, 0
+    for f in idx:
+        _, pred = model.energy_forces(data.positions[f], data.topology, None if data.box is None else data.box[f])
+        sq += float(((pred - forces[f]) ** 2).sum())
+        count += pred.size
+    return math.sqrt(sq / max(count, 1))
+
+
+def native_targets(cg_path, force_target: str = "mean", teacher_index: int = 0) -> np.ndarray:
+    """Target forces (F, B, 3) of a CG dataset: ``mapped`` (MS-CG), ``mean`` (ensemble mean labels) or
+    ``teacher`` (member ``teacher_index`` of the labels)."""
+    if force_target not in keys.FORCE_TARGETS:
+        raise ValueError(f"force_target must be one of {keys.FORCE_TARGETS}, got {force_target!r}")
+    if force_target == "mapped":
+        return read_cg(cg_path).forces
+    lab = read_labels(cg_path, [keys.MEAN_FORCES if force_target == "mean" else keys.MEMBER_FORCES])
+    if force_target == "mean":
+        return lab[keys.MEAN_FORCES]
+    m = lab[keys.MEMBER_FORCES].shape[0]
+    if not 0 <= teacher_index < m:
+        raise ValueError(f"teacher_index must lie in 0..{m - 1}, got {teacher_index}")
+    return lab[keys.MEMBER_FORCES][teacher_index]
+
+
+def train_native_student(cg_path, out_dir, *, teacher_dir=None, force_target: str = "mean", teacher_index: int = 0,
+                         cutoff: Optional[float] = None, spacing: float = 0.02, smoothness: float = 1e-3) -> dict:
+    """Fit a native student and write ``out_dir/native.json`` and ``out_dir/student.json``.
+
+    Frames: the teachers' train (+ val) split when ``teacher_dir`` is given, else all but the last
+    10 %; the report gives the force RMSE against the mapped forces on the held-out frames (the
+    teachers' test split, else the last 10 %) from :meth:`NativeModel.energy_forces` (the same function as
+    the OpenMM System, tests/unit/test_native.py).
+
+    Parameters
+    ----------
+    cg_path : str or Path
+        CG dataset; for ``force_target`` other than ``mapped`` it must hold labels (``cgkd distill``).
+    out_dir : str or Path
+    teacher_dir : str or Path, optional
+        Teacher folder (its split is reused so the held-out frames are the teachers').
+    force_target : {"mapped", "mean", "teacher"}
+    teacher_index, cutoff, spacing, smoothness : see :func:`native_targets`, :func:`fit_native`
+    """
+    from cgkd.io.atomic import write_text
+    from cgkd.kd.teachers import read_split
+    from cgkd.nn.native import save_native
+
+    data = read_cg(cg_path)
+    forces = native_targets(cg_path, force_target, teacher_index)
+    if teacher_dir is not None:
+        split = read_split(teacher_dir)
+        train = sorted(split["train"] + split.get("val", []))
+        held = split["test"] or split.get("val", [])
+    else:
+        cut_at = max(1, int(round(0.9 * data.n_frames)))
+        train, held = list(range(cut_at)), list(range(cut_at, data.n_frames))
+    model = fit_native(data, forces, cutoff=cutoff, spacing=spacing, smoothness=smoothness, frames=train,
+                       target=force_target)
+    model.provenance.update({"cg_data": str(cg_path), "teacher_dir": None if teacher_dir is None else str(teacher_dir)})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_native(out / "native.json", model)
+    info = {"student": "native", "force_target": force_target, "n_train_frames": len(train),
+            "n_held_out_frames": len(held), "train_rmse": model.provenance["fit"]["train_rmse"],
+            "held_out_rmse_vs_mapped": force_rmse_native(model, data, frames=held) if held else None,
+            "model": str(out / "native.json")}
+    write_text(out / "student.json", json.dumps(info, indent=1))
+    return info
+
+
+__all__ = ["default_cutoff", "fit_native", "force_rmse_native", "native_targets", "train_native_student"]

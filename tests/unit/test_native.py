@@ -1,0 +1,148 @@
+"""Native students: force matching recovers a known pair potential, OpenMM equals an independent numpy
+evaluation, forces are -dE/dx, the System survives an XML round trip, and bad input is refused."""
+
+import numpy as np
+import openmm
+import pytest
+
+from lj_fluid import EPSILON, SIGMA, lj_cg_data, simulate_lj
+
+from cgkd.data.cg_h5 import CGData
+from cgkd.kd.native import fit_native, force_rmse_native
+from cgkd.nn.native import NativeModel, is_native_file, load_native, save_native
+from cgkd.openmm.native import native_system
+from cgkd.topology import Topology
+
+
+@pytest.fixture(scope="module")
+def lj():
+    pos, frc, box = simulate_lj(4, 60, 20)
+    return lj_cg_data(pos, frc, box), box
+
+
+def test_force_matching_recovers_the_lj_pair_force(lj):
+    data, box = lj
+    model = fit_native(data, priors=False, cutoff=0.49 * box, smoothness=1e-4, target="exact")
+    r = np.linspace(0.33, 0.6, 10)  # the sampled range (LJ argon at 120 K: g(r) > 0 from about 0.31 nm)
+    exact = 4 * EPSILON * (12 * SIGMA**12 / r**13 - 6 * SIGMA**6 / r**7)
+    np.testing.assert_allclose(model.pair_force(0, 0, r), exact, atol=0.03 * np.abs(exact).max())
+    fit = model.provenance["fit"]
+    assert fit["target"] == "exact" and fit["train_rmse"] < 0.1 * fit["target_rms"]
+    # the fit's reported RMSE is the model's force error on those frames
+    assert force_rmse_native(model, data) == pytest.approx(fit["train_rmse"], rel=1e-3)
+    # noisy targets: the fit averages the noise out
+    rng = np.random.default_rng(0)
+    noisy = data.forces + rng.normal(0, 3 * fit["target_rms"], data.forces.shape)
+    denoised = fit_native(data, noisy, priors=False, cutoff=0.49 * box, smoothness=1e-3)
+    np.testing.assert_allclose(denoised.pair_force(0, 0, r[2:]), exact[2:], atol=0.15 * np.abs(exact).max())
+
+
+def _two_type_system(seed=0):
+    """Two types, 3-bead chains A-B-A (bonded priors) in a periodic box; positions of 2 frames."""
+    rng = np.random.default_rng(seed)
+    n_mol, L = 20, 2.6
+    pos = []
+    for _ in range(n_mol):
+        x0 = rng.uniform(0, L, 3)
+        pos += [x0, x0 + [0.3, 0, 0], x0 + [0.3, 0.3, 0.05]]
+    pos = np.array(pos)[None] + rng.normal(0, 0.02, (2, 3 * n_mol, 3))
+    top = Topology(["A", "B"], np.tile([0, 1, 0], n_mol), np.tile([40.0, 60.0, 40.0], n_mol),
+                   molecules=np.repeat(np.arange(n_mol), 3),
+                   bonds=[[3 * m + k, 3 * m + k + 1] for m in range(n_mol) for k in range(2)])
+    return pos, top, np.eye(3) * L
+
+
+def _model(periodic=True):
+    grid = np.linspace(0, 1.0, 201)
+    tables = np.zeros((2, 2, 201))
+    for a in range(2):
+        for b in range(2):
+            s = 0.3 + 0.05 * (a + b)
+            tables[a, b] = 5.0 * np.exp(-((grid / s) ** 2)) * (1 + 0.3 * a * b) - 0.5 * np.exp(-((grid - 0.5) / 0.1) ** 2)
+    tables -= tables[..., -1:]
+    priors = {"bonds": [{"types": ["A", "B"], "r0": 0.3, "k": 2000.0}],
+              "angles": [{"types": ["A", "B", "A"], "theta0": 1.6, "k": 50.0}]}
+    return NativeModel(["A", "B"], 1.0, tables, [40.0, 60.0], periodic, priors)
+
+
+@pytest.mark.parametrize("encoding", ["table", "groups"])
+def test_openmm_equals_numpy_and_forces_are_minus_gradient(encoding):
+    pos, top, box = _two_type_system()
+    model = _model()
+    system = native_system(model, top, box=box, encoding=encoding)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    for x in pos:
+        ctx.setPositions(x)
+        st = ctx.getState(getEnergy=True, getForces=True)
+        e_omm = st.getPotentialEnergy()._value
+        f_omm = st.getForces(asNumpy=True)._value
+        e_np, f_np = model.energy_forces(x, top, box)
+        assert e_omm == pytest.approx(e_np, rel=1e-6, abs=1e-6)
+        np.testing.assert_allclose(f_omm, f_np, atol=1e-4 * np.abs(f_np).max())
+    # forces = -dE/dx (central differences of the numpy energy)
+    x = pos[0]
+    h = 1e-5
+    for atom, c in [(0, 0), (4, 1), (11, 2)]:
+        xp, xm = x.copy(), x.copy()
+        xp[atom, c] += h
+        xm[atom, c] -= h
+        fd = -(model.energy_forces(xp, top, box)[0] - model.energy_forces(xm, top, box)[0]) / (2 * h)
+        assert model.energy_forces(x, top, box)[1][atom, c] == pytest.approx(fd, rel=1e-4, abs=1e-3)
+    assert {system.getForce(k).getName() for k in range(system.getNumForces())} >= {"cgkd bond prior", "cgkd angle prior"}
+
+
+def test_xml_round_trip_and_file_round_trip(tmp_path):
+    pos, top, box = _two_type_system(1)
+    model = _model()
+    system = native_system(model, top, box=box)
+    again = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    energies = []
+    for s in (system, again):
+        ctx = openmm.Context(s, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        ctx.setPositions(pos[0])
+        energies.append(ctx.getState(getEnergy=True).getPotentialEnergy()._value)
+    assert energies[0] == pytest.approx(energies[1], rel=1e-12)
+    save_native(tmp_path / "native.json", model)
+    assert is_native_file(tmp_path / "native.json") and not is_native_file(tmp_path / "missing.json")
+    back = load_native(tmp_path / "native.json")
+    np.testing.assert_array_equal(back.tables, model.tables)
+    assert back.bonded_priors == model.bonded_priors and back.type_names == model.type_names
+
+
+def test_fit_with_priors_on_a_bonded_system_runs_md():
+    pos, top, box = _two_type_system(2)
+    rng = np.random.default_rng(3)
+    frames = pos[[0]] + rng.normal(0, 0.015, (200,) + pos.shape[1:])
+    model = _model()
+    forces = np.stack([model.energy_forces(x, top, box)[1] for x in frames[:40]])
+    data = CGData(frames[:40], forces, np.tile(box, (40, 1, 1)), top, temperature=300.0)
+    fitted = fit_native(data, cutoff=1.0, target="model")
+    assert set(fitted.bonded_priors) == {"bonds", "angles"}
+    system = native_system(fitted, top, box=box)
+    integ = openmm.LangevinMiddleIntegrator(300, 5.0, 0.004)
+    ctx = openmm.Context(system, integ, openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(frames[0])
+    integ.step(200)
+    assert np.isfinite(ctx.getState(getEnergy=True).getPotentialEnergy()._value)
+
+
+def test_bad_input_is_refused(lj, tmp_path):
+    data, box = lj
+    with pytest.raises(ValueError, match="forces must have shape"):
+        fit_native(data, np.zeros((2, 3, 3)))
+    with pytest.raises(ValueError, match="spacing must lie"):
+        fit_native(data, spacing=0.5)
+    with pytest.raises(ValueError, match="frames is empty"):
+        fit_native(data, frames=[])
+    with pytest.raises(ValueError, match="symmetric"):
+        NativeModel(["A", "B"], 1.0, np.arange(16.0).reshape(2, 2, 4), [1.0, 1.0], False)
+    pos, top, box3 = _two_type_system()
+    with pytest.raises(ValueError, match="encoding must be one of"):
+        native_system(_model(), top, box=box3, encoding="magic")
+    with pytest.raises(ValueError, match="periodic but neither"):
+        native_system(_model(), top)
+    with pytest.raises(ValueError, match="exceeds half the smallest box height"):
+        native_system(_model(), top, box=np.eye(3) * 1.5)
+    (tmp_path / "x.json").write_text('{"format": "cgkd-mapping", "format_version": 1}')
+    with pytest.raises(ValueError, match="is not a cgkd-native file"):
+        load_native(tmp_path / "x.json")
