@@ -24,6 +24,6 @@ for name in ("reline", "water"):
 cg = read_cg("runs/reline-quick/map/cg.h5", frames=slice(0, 1))
 art = load_potential_artefact("runs/reline-quick/export/student.pt")
 for backend in ("torch", "python"):
-    s = create_system(art, cg.topology(), backend=backend)
+    s = create_system(art, cg.topology, box=cg.box[0], backend=backend)
     sps, nsd = rate(s, cg.positions[0].astype(float) * u.nanometer, None, 0.004, 1000)
     print(f"CG student {backend}: {cg.n_beads} beads, {sps:.1f} steps/s, {nsd:.1f} ns/day")

@@ -1,0 +1,296 @@
+"""Native student speed (issue 10), every ratio measured within one run of this script, one thread each.
+
+1. ``encodings``: ms per MD step of the native student's pair forces in each OpenMM encoding
+   (``cgkd.openmm.native.ENCODINGS``) against a ``NonbondedForce`` Lennard-Jones of the same beads and cutoff
+   (the speed of light for a pair force in OpenMM), on the CG box and on the box replicated to >= 10k beads;
+2. ``table``: ns/day of AA MD of the same system (its own 2 fs step), the neural student and the 8-teacher
+   ensemble (TorchForce, 4 fs) and the native students (4 fs and larger steps), with the ratio to AA;
+3. ``timestep``: for each CG model, replicas at increasing time steps: survival, mean temperature, and the
+   RDF total absolute error against the AA (mapped) reference;
+4. ``scaling``: native cost per bead-step from ~1k to ~100k beads (the box replicated).
+
+Usage (after ``make demo``, which writes runs/reline-quick)::
+
+    python -m benchmarks.native_speed --run-dir runs/reline-quick --preset cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from benchmarks.common import save_result
+from benchmarks.speed import replicate_box
+
+
+@dataclass(frozen=True)
+class NativePreset:
+    steps_small: int = 2000  # MD steps timed at the CG box size
+    steps_large: int = 50  # at >= 10k beads
+    large_reps: int = 5  # 120 * 5^3 = 15,000 beads for the reline quick box
+    aa_steps: int = 500
+    neural_steps: int = 1000
+    timesteps: Tuple[float, ...] = (0.004, 0.008, 0.016, 0.024, 0.032)  # ps
+    ts_replicas: int = 2
+    ts_ps: float = 100.0  # simulated ps per replica in the time-step probe
+    ts_neural_ps: float = 20.0
+    scaling_reps: Tuple[int, ...] = (2, 3, 5, 7, 10)
+
+
+PRESETS: Dict[str, NativePreset] = {
+    "tiny": NativePreset(steps_small=50, steps_large=5, large_reps=2, aa_steps=20, neural_steps=20,
+                         timesteps=(0.004, 0.016), ts_replicas=1, ts_ps=1.0, ts_neural_ps=0.4, scaling_reps=(1, 2)),
+    "cpu": NativePreset(),
+    "gpu": NativePreset(steps_small=20000, steps_large=2000, large_reps=7, aa_steps=20000, neural_steps=20000,
+                        ts_ps=400.0, ts_neural_ps=100.0, scaling_reps=(2, 3, 5, 7, 10, 14)),
+}
+
+
+def _context(system, platform: str = "CPU", dt: float = 0.004, temperature: float = 300.0, friction: float = 1.0):
+    import openmm
+
+    integ = openmm.LangevinMiddleIntegrator(temperature, friction, dt)
+    props = {"Threads": "1"} if platform == "CPU" else {}
+    return openmm.Context(system, integ, openmm.Platform.getPlatformByName(platform), props), integ
+
+
+def ms_per_step(system, positions, box, steps: int, platform: str = "CPU", dt: float = 0.004,
+                temperature: float = 300.0) -> float:
+    """Milliseconds per MD step (after 10 warm-up steps) of ``system`` from ``positions``."""
+    import openmm
+
+    ctx, integ = _context(system, platform, dt, temperature)
+    if box is not None:
+        ctx.setPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in box])
+    ctx.setPositions(np.asarray(positions, dtype=np.float64))
+    ctx.setVelocitiesToTemperature(temperature, 1)
+    integ.step(10)
+    ctx.getState(getEnergy=True)
+    t0 = time.perf_counter()
+    integ.step(steps)
+    ctx.getState(getEnergy=True)
+    return 1e3 * (time.perf_counter() - t0) / steps
+
+
+def lj_reference(n: int, masses: np.ndarray, box: np.ndarray, cutoff: float):
+    """A NonbondedForce LJ System on the same particles and cutoff (sigma 0.4 nm, eps 1 kJ/mol)."""
+    import openmm
+
+    s = openmm.System()
+    for m in masses:
+        s.addParticle(float(m))
+    s.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in box])
+    f = openmm.NonbondedForce()
+    f.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
+    f.setCutoffDistance(cutoff)
+    f.setUseDispersionCorrection(False)
+    for _ in range(n):
+        f.addParticle(0.0, 0.4, 1.0)
+    s.addForce(f)
+    return s
+
+
+def encodings(model, data, p: NativePreset) -> list:
+    """ms/step per encoding and of the LJ reference, at the CG box size and replicated to >= 10k beads."""
+    from cgkd.openmm.native import ENCODINGS, native_system
+    from cgkd.topology import Topology
+
+    rows = []
+    for reps, steps in ((1, p.steps_small), (p.large_reps, p.steps_large)):
+        pos, types, box = replicate_box(data.positions[0], data.types, data.box[0], reps)
+        top = Topology(data.type_names, types, np.tile(data.masses, reps**3))
+        row = {"n_beads": len(pos), "steps": steps}
+        for enc in ENCODINGS:
+            if enc == "groups" and len(pos) > 5000:
+                row[enc] = None  # interaction groups on the CPU platform loop over all group pairs: seconds per step
+                continue
+            row[enc] = ms_per_step(native_system(model, top, box=box, encoding=enc), pos, box, steps)
+        row["nonbonded_lj"] = ms_per_step(lj_reference(len(pos), top.masses, box, model.cutoff), pos, box, steps)
+        rows.append(row)
+        print(f"  encodings at {len(pos)} beads (ms/step): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in row.items() if k not in ("n_beads", "steps") and v is not None), flush=True)
+    return rows
+
+
+def aa_rate(spec: str, size: str, steps: int) -> dict:
+    """AA ns/day with one CPU thread and the spec's integrator."""
+    import openmm
+
+    from cgkd.aa.build import build, make_integrator
+    from cgkd.io.spec import load_spec
+
+    aa = build(load_spec(spec), size, seed=0)
+    integ = make_integrator(aa.spec, 0)
+    ctx = openmm.Context(aa.system, integ, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
+    if aa.box is not None:
+        ctx.setPeriodicBoxVectors(*aa.box)
+    ctx.setPositions(aa.positions)
+    ctx.setVelocitiesToTemperature(aa.spec.temperature, 0)
+    integ.step(20)
+    t0 = time.perf_counter()
+    integ.step(steps)
+    ctx.getState(getEnergy=True)
+    wall = time.perf_counter() - t0
+    dt = integ.getStepSize().value_in_unit(openmm.unit.picosecond)
+    return {"n_atoms": aa.system.getNumParticles(), "timestep_ps": dt, "ms_per_step": 1e3 * wall / steps,
+            "ns_per_day": steps * dt * 1e-3 / wall * 86400.0}
+
+
+def model_rate(artefact, data, steps: int, dt: float) -> dict:
+    """ms/step and ns/day of a CG model (exported artefact via TorchForce, or a native model) at ``dt``."""
+    import torch
+
+    from cgkd.nn.native import NativeModel
+    from cgkd.openmm.native import native_system
+    from cgkd.openmm.system import create_system
+
+    box = data.box[0]
+    if isinstance(artefact, NativeModel):
+        system = native_system(artefact, data.topology, box=box)
+    else:
+        system = create_system(artefact, data.topology, box=box, backend="torch")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ms = ms_per_step(system, data.positions[0], box, steps, dt=dt, temperature=data.temperature)
+    finally:
+        torch.set_num_threads(old)
+    return {"timestep_ps": dt, "ms_per_step": ms, "ns_per_day": dt * 1e-3 / (ms * 1e-3) * 86400.0}
+
+
+def timestep_probe(models: Dict[str, object], cg_path, timesteps: Sequence[float], replicas: int, ps: Dict[str, float],
+                   out_dir: Path) -> list:
+    """Replicas per model and time step: survival, mean temperature and RDF TAE against the mapped AA data."""
+    from cgkd.analysis.frames import concat, load_frames
+    from cgkd.analysis.metrics import total_absolute_error
+    from cgkd.analysis.rdf import default_r_max, rdf
+    from cgkd.data.cg_h5 import read_cg
+    from cgkd.openmm.md import run_cg_md
+
+    ref_data = read_cg(cg_path)
+    ref = load_frames(ref_data)[0]
+    r_max = default_r_max(ref)
+    nt = len(ref_data.type_names)
+    pairs = [(a, b) for a in range(nt) for b in range(a, nt)]
+    ref_g = {pr: rdf(ref, pr[0], pr[1], r_max, 100) for pr in pairs}
+    rows = []
+    for label, model in models.items():
+        for dt in timesteps:
+            steps = int(round(ps[label] / dt))
+            interval = max(1, int(round(0.5 / dt)))  # a frame every 0.5 ps
+            folder = out_dir / f"{label}_{dt * 1000:.0f}fs"
+            t0 = time.perf_counter()
+            s = run_cg_md(model, cg_path, folder, n_replicas=replicas, steps=steps, timestep=dt,
+                          report_interval=interval, progress=False)
+            wall = time.perf_counter() - t0
+            temps = []
+            for rep in s["replicas"]:
+                csv = folder / rep["energies"]
+                vals = np.loadtxt(csv, delimiter=",", skiprows=1, ndmin=2)
+                if len(vals):
+                    temps.append(vals[len(vals) // 5:, 4].mean() if len(vals) > 5 else vals[:, 4].mean())
+            tae = None
+            if s["survived"]:
+                try:
+                    segs = [f for f in load_frames(folder)]
+                    frames = concat([f for f in segs if f.n_frames > 2]) if len(segs) > 1 else segs[0]
+                    taes = [total_absolute_error(ref_g[pr][1], rdf(frames, pr[0], pr[1], r_max, 100)[1],
+                                                 float(ref_g[pr][0][1] - ref_g[pr][0][0]), normalize=False)
+                            for pr in pairs]  # as cgkd.analysis.compare: sum |g - g_ref| dr
+                    tae = float(np.mean(taes))
+                except ValueError:
+                    tae = None
+            row = {"model": label, "timestep_ps": dt, "replicas": replicas, "simulated_ps": ps[label],
+                   "survived": s["survived"], "failures": [r["failure"] for r in s["replicas"] if r["failure"]],
+                   "mean_temperature_K": float(np.mean(temps)) if temps else None, "rdf_tae": tae, "wall_s": wall}
+            rows.append(row)
+            print(f"  {label} {dt * 1000:.0f} fs: {row['survived']}/{replicas} survived {ps[label]:.0f} ps, "
+                  f"T {row['mean_temperature_K'] or float('nan'):.1f} K, RDF TAE {tae if tae is None else round(tae, 3)}",
+                  flush=True)
+    return rows
+
+
+def scaling(model, data, reps_list: Sequence[int]) -> list:
+    from cgkd.openmm.native import native_system
+    from cgkd.topology import Topology
+
+    rows = []
+    for k in reps_list:
+        pos, types, box = replicate_box(data.positions[0], data.types, data.box[0], k)
+        top = Topology(data.type_names, types, np.tile(data.masses, k**3))
+        steps = max(5, int(200000 / len(pos)))
+        ms = ms_per_step(native_system(model, top, box=box), pos, box, steps, temperature=data.temperature)
+        rows.append({"n_beads": len(pos), "ms_per_step": ms, "us_per_bead_step": 1e3 * ms / len(pos)})
+        print(f"  native {len(pos)} beads: {rows[-1]['us_per_bead_step']:.3f} us/bead-step", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", default="runs/reline-quick", help="finished `cgkd run` directory")
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    parser.add_argument("--spec", default="reline")
+    parser.add_argument("--size", default="quick")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["encodings", "table", "timestep", "scaling"])
+    parser.add_argument("--out", default=None, help="result folder (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    p = PRESETS[args.preset]
+    run = Path(args.run_dir)
+    cg_path = run / "map" / "cg.h5"
+    native_path = run / "native" / "native" / "native.json"
+    mscg_path = run / "native" / "native_mscg" / "native.json"
+    student_pt = run / "export" / "student.pt"
+    for f in (cg_path, native_path, mscg_path, student_pt, run / "teachers" / "ensemble.json"):
+        if not f.exists():
+            raise FileNotFoundError(f"{f} does not exist; finish `cgkd run` in {run} first")
+
+    from cgkd.data.cg_h5 import read_cg
+    from cgkd.export import export_cg_potential, load_potential_artefact
+    from cgkd.kd.teachers import load_teachers
+    from cgkd.nn.ensemble import EnsemblePotential
+    from cgkd.nn.native import load_native
+
+    data = read_cg(cg_path, frames=slice(0, 1))
+    native, mscg = load_native(native_path), load_native(mscg_path)
+    result: dict = {"preset": args.preset, "run_dir": str(run), "n_beads": int(data.n_beads), "threads": 1}
+    if "encodings" not in args.skip:
+        result["encodings"] = encodings(native, data, p)
+    with tempfile.TemporaryDirectory() as tmp:
+        student = load_potential_artefact(student_pt)
+        _, meta = student
+        ens_pt = Path(tmp) / "ensemble.pt"
+        export_cg_potential(EnsemblePotential(load_teachers(run / "teachers")), ens_pt,
+                            type_masses=meta["type_masses"], periodic=bool(meta["periodic"]), dtype=meta["dtype"])
+        ensemble = load_potential_artefact(ens_pt)
+        if "table" not in args.skip:
+            table = {"aa": aa_rate(args.spec, args.size, p.aa_steps)}
+            print(f"  AA: {table['aa']['ns_per_day']:.1f} ns/day", flush=True)
+            table["student"] = model_rate(student, data, p.neural_steps, 0.004)
+            table["ensemble"] = model_rate(ensemble, data, max(10, p.neural_steps // 8), 0.004)
+            for label, m in (("native", native), ("native_mscg", mscg)):
+                table[label] = model_rate(m, data, p.steps_small, 0.004)
+            for label, row in table.items():
+                if label != "aa":
+                    row["x_aa"] = row["ns_per_day"] / table["aa"]["ns_per_day"]
+                    print(f"  {label}: {row['ns_per_day']:.1f} ns/day at 4 fs, {row['x_aa']:.1f}x AA", flush=True)
+            result["table"] = table
+        if "timestep" not in args.skip:
+            models = {"native": native, "native_mscg": mscg, "student": student_pt}
+            ps = {"native": p.ts_ps, "native_mscg": p.ts_ps, "student": p.ts_neural_ps}
+            result["timestep"] = timestep_probe(models, cg_path, p.timesteps, p.ts_replicas, ps, Path(tmp))
+    if "scaling" not in args.skip:
+        result["scaling"] = scaling(native, data, p.scaling_reps)
+    out = save_result(f"native_speed_{args.preset}", result, args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
