@@ -39,7 +39,7 @@ class NativePreset:
     neural_steps: int = 1000
     timesteps: Tuple[float, ...] = (0.004, 0.008, 0.016, 0.024, 0.032)  # ps
     ts_replicas: int = 2
-    ts_ps: float = 100.0  # simulated ps per replica in the time-step probe
+    ts_ps: float = 500.0  # simulated ps per native replica in the time-step probe
     ts_neural_ps: float = 20.0
     scaling_reps: Tuple[int, ...] = (2, 3, 5, 7, 10)
 
@@ -97,6 +97,9 @@ def lj_reference(n: int, masses: np.ndarray, box: np.ndarray, cutoff: float):
     return s
 
 
+PLATFORM = "CPU"  # set by --platform; CPU runs use one thread
+
+
 def encodings(model, data, p: NativePreset) -> list:
     """ms/step per encoding and of the LJ reference, at the CG box size and replicated to >= 10k beads."""
     from cgkd.openmm.native import ENCODINGS, native_system
@@ -108,11 +111,14 @@ def encodings(model, data, p: NativePreset) -> list:
         top = Topology(data.type_names, types, np.tile(data.masses, reps**3))
         row = {"n_beads": len(pos), "steps": steps}
         for enc in ENCODINGS:
+            if enc == "analytic" and model.analytic is None:
+                continue
             if enc == "groups" and len(pos) > 5000:
                 row[enc] = None  # interaction groups on the CPU platform loop over all group pairs: seconds per step
                 continue
-            row[enc] = ms_per_step(native_system(model, top, box=box, encoding=enc), pos, box, steps)
-        row["nonbonded_lj"] = ms_per_step(lj_reference(len(pos), top.masses, box, model.cutoff), pos, box, steps)
+            row[enc] = ms_per_step(native_system(model, top, box=box, encoding=enc), pos, box, steps, PLATFORM)
+        row["nonbonded_lj"] = ms_per_step(lj_reference(len(pos), top.masses, box, model.cutoff), pos, box, steps,
+                                          PLATFORM)
         rows.append(row)
         print(f"  encodings at {len(pos)} beads (ms/step): " + ", ".join(
             f"{k} {v:.3f}" for k, v in row.items() if k not in ("n_beads", "steps") and v is not None), flush=True)
@@ -128,7 +134,8 @@ def aa_rate(spec: str, size: str, steps: int) -> dict:
 
     aa = build(load_spec(spec), size, seed=0)
     integ = make_integrator(aa.spec, 0)
-    ctx = openmm.Context(aa.system, integ, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
+    props = {"Threads": "1"} if PLATFORM == "CPU" else {}
+    ctx = openmm.Context(aa.system, integ, openmm.Platform.getPlatformByName(PLATFORM), props)
     if aa.box is not None:
         ctx.setPeriodicBoxVectors(*aa.box)
     ctx.setPositions(aa.positions)
@@ -159,7 +166,7 @@ def model_rate(artefact, data, steps: int, dt: float) -> dict:
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        ms = ms_per_step(system, data.positions[0], box, steps, dt=dt, temperature=data.temperature)
+        ms = ms_per_step(system, data.positions[0], box, steps, PLATFORM, dt=dt, temperature=data.temperature)
     finally:
         torch.set_num_threads(old)
     return {"timestep_ps": dt, "ms_per_step": ms, "ns_per_day": dt * 1e-3 / (ms * 1e-3) * 86400.0}
@@ -188,7 +195,7 @@ def timestep_probe(models: Dict[str, object], cg_path, timesteps: Sequence[float
             folder = out_dir / f"{label}_{dt * 1000:.0f}fs"
             t0 = time.perf_counter()
             s = run_cg_md(model, cg_path, folder, n_replicas=replicas, steps=steps, timestep=dt,
-                          report_interval=interval, progress=False)
+                          report_interval=interval, platform=PLATFORM, progress=False)
             wall = time.perf_counter() - t0
             temps = []
             for rep in s["replicas"]:
@@ -226,7 +233,7 @@ def scaling(model, data, reps_list: Sequence[int]) -> list:
         pos, types, box = replicate_box(data.positions[0], data.types, data.box[0], k)
         top = Topology(data.type_names, types, np.tile(data.masses, k**3))
         steps = max(5, int(200000 / len(pos)))
-        ms = ms_per_step(native_system(model, top, box=box), pos, box, steps, temperature=data.temperature)
+        ms = ms_per_step(native_system(model, top, box=box), pos, box, steps, PLATFORM, temperature=data.temperature)
         rows.append({"n_beads": len(pos), "ms_per_step": ms, "us_per_bead_step": 1e3 * ms / len(pos)})
         print(f"  native {len(pos)} beads: {rows[-1]['us_per_bead_step']:.3f} us/bead-step", flush=True)
     return rows
@@ -239,8 +246,12 @@ def main(argv=None) -> int:
     parser.add_argument("--spec", default="reline")
     parser.add_argument("--size", default="quick")
     parser.add_argument("--skip", nargs="*", default=[], choices=["encodings", "table", "timestep", "scaling"])
+    parser.add_argument("--platform", default="CPU", choices=["CPU", "CUDA", "OpenCL", "Reference"],
+                        help="OpenMM platform (CPU: one thread); the gpu preset with CUDA is the GPU table")
     parser.add_argument("--out", default=None, help="result folder (default benchmarks/results)")
     args = parser.parse_args(argv)
+    global PLATFORM
+    PLATFORM = args.platform
     p = PRESETS[args.preset]
     run = Path(args.run_dir)
     cg_path = run / "map" / "cg.h5"
@@ -257,11 +268,23 @@ def main(argv=None) -> int:
     from cgkd.nn.ensemble import EnsemblePotential
     from cgkd.nn.native import load_native
 
+    from cgkd.kd.native import train_native_student
+
     data = read_cg(cg_path, frames=slice(0, 1))
     native, mscg = load_native(native_path), load_native(mscg_path)
-    result: dict = {"preset": args.preset, "run_dir": str(run), "n_beads": int(data.n_beads), "threads": 1}
+    tmp_root = Path(tempfile.mkdtemp(prefix="cgkd_native_speed_"))
+    # the analytic (powers) native student on the same labels and split as the run's native student
+    labelled = run / "labels" / "cg_labelled.h5"
+    fast_info = train_native_student(labelled, tmp_root / "powers", teacher_dir=run / "teachers", force_target="mean",
+                                     basis="powers")
+    fast = load_native(fast_info["model"])
+    print(f"  native_powers fitted: held-out force RMSE {fast_info['held_out_rmse_vs_mapped']:.1f} vs mapped", flush=True)
+    result: dict = {"preset": args.preset, "platform": PLATFORM, "run_dir": str(run), "n_beads": int(data.n_beads),
+                    "threads": 1 if PLATFORM == "CPU" else None}
+    result["native_powers_fit"] = fast_info
     if "encodings" not in args.skip:
         result["encodings"] = encodings(native, data, p)
+        result["encodings_powers_model"] = encodings(fast, data, p)
     with tempfile.TemporaryDirectory() as tmp:
         student = load_potential_artefact(student_pt)
         _, meta = student
@@ -274,7 +297,7 @@ def main(argv=None) -> int:
             print(f"  AA: {table['aa']['ns_per_day']:.1f} ns/day", flush=True)
             table["student"] = model_rate(student, data, p.neural_steps, 0.004)
             table["ensemble"] = model_rate(ensemble, data, max(10, p.neural_steps // 8), 0.004)
-            for label, m in (("native", native), ("native_mscg", mscg)):
+            for label, m in (("native", native), ("native_mscg", mscg), ("native_powers", fast)):
                 table[label] = model_rate(m, data, p.steps_small, 0.004)
             for label, row in table.items():
                 if label != "aa":
@@ -282,12 +305,13 @@ def main(argv=None) -> int:
                     print(f"  {label}: {row['ns_per_day']:.1f} ns/day at 4 fs, {row['x_aa']:.1f}x AA", flush=True)
             result["table"] = table
         if "timestep" not in args.skip:
-            models = {"native": native, "native_mscg": mscg, "student": student_pt}
-            ps = {"native": p.ts_ps, "native_mscg": p.ts_ps, "student": p.ts_neural_ps}
+            models = {"native": native, "native_mscg": mscg, "native_powers": fast, "student": student_pt}
+            ps = {"native": p.ts_ps, "native_mscg": p.ts_ps, "native_powers": p.ts_ps, "student": p.ts_neural_ps}
             result["timestep"] = timestep_probe(models, cg_path, p.timesteps, p.ts_replicas, ps, Path(tmp))
     if "scaling" not in args.skip:
-        result["scaling"] = scaling(native, data, p.scaling_reps)
-    out = save_result(f"native_speed_{args.preset}", result, args.out)
+        result["scaling"] = {"native": scaling(native, data, p.scaling_reps),
+                             "native_powers": scaling(fast, data, p.scaling_reps)}
+    out = save_result(f"native_speed_{args.preset}_{PLATFORM.lower()}", result, args.out)
     print(f"wrote {out}")
     return 0
 

@@ -31,6 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--student", choices=["neural", "native"], default="neural",
                    help="neural: a small network (default); native: tabulated pair potentials + bonded priors fitted "
                         "by force matching, a plain OpenMM System (OUT/native.json; --force-target mapped is MS-CG)")
+    p.add_argument("--basis", choices=["spline", "powers"], default="spline",
+                   help="native student: pair tables (spline, default) or an analytic inverse-power expansion "
+                        "(powers: about 3x cheaper per pair in OpenMM, less structure)")
     p.add_argument("--cutoff", type=float, default=None, help="native student: pair cutoff in nm (default 1, less in "
                                                               "a small box)")
     p.add_argument("--force-target", choices=FORCE_TARGETS, default="mean", help="force labels; default mean")
@@ -59,7 +62,8 @@ def run(args) -> int:
         if args.student == "native" and args.force_target == "mapped":
             from cgkd.kd.native import train_native_student
 
-            print(json.dumps(train_native_student(cg, args.out, force_target="mapped", cutoff=args.cutoff)))
+            print(json.dumps(train_native_student(cg, args.out, force_target="mapped", cutoff=args.cutoff,
+                                                  basis=args.basis)))
             return 0
         raise ValueError("--teachers is required (only --student native --force-target mapped fits without teachers)")
     tdir = Path(args.teachers)
@@ -73,7 +77,8 @@ def run(args) -> int:
         if args.energy_target != "none":
             raise ValueError("--energy-target must be none for --student native (it is fitted to forces)")
         print(json.dumps(train_native_student(cg, args.out, teacher_dir=tdir, force_target=args.force_target,
-                                              teacher_index=args.teacher_index, cutoff=args.cutoff)))
+                                              teacher_index=args.teacher_index, cutoff=args.cutoff,
+                                              basis=args.basis)))
         return 0
     info = train_student(
         cg,

@@ -41,6 +41,29 @@ from cgkd.nn.prior_fit import fit_priors
 
 #: Below this fraction of sigma the wall continues along its tangent (finite table values).
 WALL_CAP = 0.6
+BASES = ("spline", "powers")
+#: Share of the normal matrix's trace given to the wall pseudo-observations of the ``powers`` basis.
+PSEUDO_WALL_WEIGHT = 0.2
+#: The powers basis must rise at least this many k_B T between sigma and 0.3 sigma for every pair.
+MIN_BARRIER_KT = 50.0
+#: Default exponents of the ``powers`` basis.
+POWERS = (12, 10, 8, 6, 4, 2)
+
+
+def shifted_powers(r, cutoff: float, powers: Sequence[int]):
+    """Shifted-force inverse powers ``phi_n(r) = r^-n - rc^-n + n rc^-(n+1) (r - rc)`` and their r-derivatives.
+
+    Returns
+    -------
+    (np.ndarray, np.ndarray), each shape=(len(r), len(powers)); 0 beyond the cutoff
+    """
+    r = np.asarray(r, dtype=np.float64)[:, None]
+    n = np.asarray(powers, dtype=np.float64)[None, :]
+    inside = r < cutoff
+    rs = np.where(inside, r, cutoff)
+    phi = rs**-n - cutoff**-n + n * cutoff ** (-n - 1) * (rs - cutoff)
+    dphi = -n * rs ** (-n - 1) + n * cutoff ** (-n - 1)
+    return np.where(inside, phi, 0.0), np.where(inside, dphi, 0.0)
 
 
 def default_cutoff(data: CGData, cutoff: float = 1.0) -> float:
@@ -100,6 +123,8 @@ def fit_native(
     priors: bool = True,
     frames: Optional[Sequence[int]] = None,
     target: str = "",
+    basis: str = "spline",
+    powers: Sequence[int] = POWERS,
 ) -> NativeModel:
     """Fit a native student to labelled frames.
 
@@ -123,6 +148,14 @@ def fit_native(
         Frames to fit on (default all).
     target : str
         Recorded in the provenance (``mapped``, ``mean``, ...).
+    basis : {"spline", "powers"}
+        ``spline`` (default): the pair wall plus a natural spline (accurate; a tabulated OpenMM force).
+        ``powers``: ``U_ab(r) = sum_n c_n(ab) phi_n(r)`` with the shifted-force inverse powers
+        ``phi_n(r) = r^-n - rc^-n + n rc^-(n+1) (r - rc)`` for n in ``powers`` and no wall (the r^-12 term
+        repels); an analytic OpenMM expression, about 3x cheaper per pair than the table
+        (docs/benchmarks.md), at the cost of less structure in the pair potential.
+    powers : sequence of int
+        The exponents of the ``powers`` basis.
 
     Returns
     -------
@@ -146,12 +179,24 @@ def fit_native(
         raise ValueError(f"table_spacing must lie in (0, spacing={spacing}] nm, got {table_spacing}")
     if smoothness < 0 or ridge < 0:
         raise ValueError(f"smoothness and ridge must be >= 0, got {smoothness} and {ridge}")
+    if basis not in BASES:
+        raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
+    powers = [int(n) for n in powers]
+    if basis == "powers" and (not powers or any(n < 1 for n in powers) or len(set(powers)) != len(powers)):
+        raise ValueError(f"powers must be distinct positive integers, got {powers}")
     top = data.topology
     nt = top.n_types
     sub = data.subset(idx)
 
     fitted = fit_priors(sub, r_max=cut) if priors else []
     wall = next((p for p in fitted if type(p).__name__ == "PairRepulsion"), None)
+    pseudo_wall = None
+    if basis == "powers" and wall is not None:
+        # no wall term in the expression (its per-pair step would cost more than the basis): the wall enters as
+        # pseudo-observations of its force between 0.5 and 1 sigma, so the expansion repels where data never go
+        pseudo_wall = (wall.sigma.double().numpy(), float(wall.epsilon))
+        fitted = [p for p in fitted if p is not wall]
+        wall = None
     sigma = np.zeros((nt, nt)) if wall is None else wall.sigma.double().numpy()
     eps = 0.0 if wall is None else float(wall.epsilon)
     bonded_spec: Dict[str, list] = {}
@@ -160,11 +205,25 @@ def fit_native(
             bonded_spec.update(p.bonded_prior_spec())
     residual = forces[idx].astype(np.float64) - _bonded_forces(fitted, data, idx)
 
-    # spline basis: K nodes on [0, cut]; the last node is fixed at 0 (free columns 0..K-2)
-    k_nodes = int(round(cut / spacing)) + 1
-    nodes = np.linspace(0.0, cut, k_nodes)
-    basis = CubicSpline(nodes, np.eye(k_nodes), bc_type="natural")
-    n_free = k_nodes - 1
+    if basis == "spline":  # K nodes on [0, cut]; the last node is fixed at 0 (free columns 0..K-2)
+        k_nodes = int(round(cut / spacing)) + 1
+        nodes = np.linspace(0.0, cut, k_nodes)
+        spline = CubicSpline(nodes, np.eye(k_nodes), bc_type="natural")
+        n_free = k_nodes - 1
+
+        def value(r):
+            return spline(r)[:, :n_free]
+
+        def slope(r):
+            return spline(r, 1)[:, :n_free]
+    else:
+        n_free = len(powers)
+
+        def value(r):
+            return shifted_powers(r, cut, powers)[0]
+
+        def slope(r):
+            return shifted_powers(r, cut, powers)[1]
     pair_id = np.full((nt, nt), -1, dtype=np.int64)
     n_pairs = 0
     for a in range(nt):
@@ -175,6 +234,7 @@ def fit_native(
     normal = np.zeros((n_col, n_col))
     rhs = np.zeros(n_col)
     target_sq = resid_sq = 0.0
+    r_min_seen = cut
     types = top.types
     n = data.n_beads
     for k, f in enumerate(idx):
@@ -185,6 +245,8 @@ def fit_native(
         i, j = ei[0][keep].numpy(), ei[1][keep].numpy()
         d = (x[ei[1][keep]] - x[ei[0][keep]] + sh[keep]).numpy()
         r = np.linalg.norm(d, axis=1)
+        if len(r):
+            r_min_seen = min(r_min_seen, float(r.min()))
         u = d / r[:, None]  # unit vector i -> j
         p = pair_id[types[i], types[j]]
         # wall forces come off the target
@@ -202,7 +264,7 @@ def fit_native(
         target_sq += float((forces[f].astype(np.float64) ** 2).sum())
         resid_sq += float((tgt ** 2).sum())
         # design matrix G (3N, n_col): the force on j from S_p is -S_p'(r) u
-        dphi = basis(r, 1)[:, :n_free]  # (P, n_free)
+        dphi = slope(r)  # (P, n_free)
         g = np.zeros((n, 3, n_col))
         cols = p[:, None] * n_free + np.arange(n_free)[None, :]
         contrib = -dphi[:, None, :] * u[:, :, None]  # (P, 3, n_free): force on j
@@ -213,32 +275,80 @@ def fit_native(
         normal += g.T @ g
         rhs += g.T @ tgt.reshape(-1)
     scale = float(np.mean(np.diag(normal))) or 1.0
-    second = np.diff(np.eye(n_free), 2, axis=0)  # (n_free - 2, n_free)
-    penalty = np.kron(np.eye(n_pairs), second.T @ second)
-    # S'(cut) = 0: the derivative of the spline at the cutoff, per pair, strongly penalised
-    slope = basis(np.array([cut]), 1)[0, :n_free]
-    slope_pen = np.kron(np.eye(n_pairs), np.outer(slope, slope))
-    system = normal + scale * (smoothness * penalty + ridge * np.eye(n_col) + 1e3 * slope_pen / max(slope @ slope, 1e-12))
+    if pseudo_wall is not None:
+        sig, eps_w = pseudo_wall
+        trace = float(np.trace(normal))
+        for a in range(nt):
+            for b in range(a, nt):
+                if not sig[a, b] > 0:
+                    continue
+                rw = np.linspace(0.5 * sig[a, b], sig[a, b], 11)
+                fw = _wall(rw, sig[a, b], eps_w)[1] + 0.0
+                dphi = slope(rw)
+                sl = slice(pair_id[a, b] * n_free, (pair_id[a, b] + 1) * n_free)
+                block = dphi.T @ dphi
+                w = PSEUDO_WALL_WEIGHT * trace / max(float(np.trace(block)) * n_pairs, 1e-300)
+                normal[sl, sl] += w * block
+                rhs[sl] += w * (-dphi.T @ fw)
+    if basis == "spline":
+        second = np.diff(np.eye(n_free), 2, axis=0)  # (n_free - 2, n_free)
+        penalty = np.kron(np.eye(n_pairs), second.T @ second)
+        # S'(cut) = 0: the derivative of the spline at the cutoff, per pair, strongly penalised
+        end = slope(np.array([cut]))[0]
+        end_pen = np.kron(np.eye(n_pairs), np.outer(end, end)) / max(end @ end, 1e-12)
+        system = normal + scale * (smoothness * penalty + ridge * np.eye(n_col) + 1e3 * end_pen)
+    else:  # the shifted-force basis is already 0, with 0 force, at the cutoff
+        system = normal + scale * ridge * np.eye(n_col)
     coef = np.linalg.solve(system, rhs)
     rss = resid_sq - 2.0 * float(coef @ rhs) + float(coef @ normal @ coef)  # sum of squared force residuals
 
     grid = np.linspace(0.0, cut, int(round(cut / table_spacing)) + 1)
-    phi = basis(grid)[:, :n_free]
-    tables = np.zeros((nt, nt, len(grid)))
+    coefficients = np.zeros((nt, nt, n_free))
     for a in range(nt):
         for b in range(a, nt):
-            c = coef[pair_id[a, b] * n_free:(pair_id[a, b] + 1) * n_free]
-            w = _wall(grid, sigma[a, b], eps)[0] if wall is not None else 0.0
-            tables[a, b] = tables[b, a] = phi @ c + w
+            coefficients[a, b] = coefficients[b, a] = coef[pair_id[a, b] * n_free:(pair_id[a, b] + 1) * n_free]
+    tables = np.zeros((nt, nt, len(grid)))
+    if basis == "spline":
+        phi = value(grid)
+        for a in range(nt):
+            for b in range(a, nt):
+                w = _wall(grid, sigma[a, b], eps)[0] if wall is not None else 0.0
+                tables[a, b] = tables[b, a] = phi @ coefficients[a, b] + w
+        analytic = None
+    else:  # the table follows the expression down to 0.5 x the smallest fitted distance, then its tangent
+        r_cap = 0.5 * r_min_seen
+        rr = np.maximum(grid, r_cap)
+        phi, dphi_grid = shifted_powers(rr, cut, powers)
+        for a in range(nt):
+            for b in range(a, nt):
+                e = phi @ coefficients[a, b]
+                de = dphi_grid @ coefficients[a, b]
+                tables[a, b] = tables[b, a] = e + np.where(grid < r_cap, de * (grid - r_cap), 0.0)
+        if pseudo_wall is not None:  # a barrier of at least MIN_BARRIER_KT where the data never go
+            sig, kt = pseudo_wall[0], pseudo_wall[1]
+            for a in range(nt):
+                for b in range(a, nt):
+                    if sig[a, b] > 0:
+                        rr_w = np.linspace(0.3 * sig[a, b], sig[a, b], 64)
+                        u = shifted_powers(rr_w, cut, powers)[0] @ coefficients[a, b]
+                        barrier = (u.max() - u[-1]) / kt
+                        if barrier < MIN_BARRIER_KT:
+                            raise ValueError(
+                                f"the powers fit of pair {top.type_names[a]}-{top.type_names[b]} rises only "
+                                f"{barrier:.1f} kT below sigma = {sig[a, b]:.3f} nm (need {MIN_BARRIER_KT:g}): "
+                                "beads could overlap; use basis='spline'"
+                            )
+        analytic = {"form": "shifted-force inverse powers", "powers": powers,
+                    "coefficients": coefficients.tolist(), "table_below_nm": r_cap}
     tables[..., -1] = 0.0
     n_comp = 3 * n * len(idx)
-    provenance = {"fit": {"method": "force matching (MS-CG), natural cubic spline", "target": target,
+    provenance = {"fit": {"method": f"force matching (MS-CG), {basis} basis", "target": target, "basis": basis,
                           "n_frames": int(len(idx)), "cutoff_nm": cut, "spacing_nm": spacing,
                           "smoothness": smoothness, "ridge": ridge, "priors": bool(priors),
                           "target_rms": math.sqrt(target_sq / n_comp),
                           "train_rmse": math.sqrt(max(rss, 0.0) / n_comp)}}
     model = NativeModel(list(top.type_names), cut, tables, top.masses_by_type().tolist(), data.periodic,
-                        bonded_spec, provenance)
+                        bonded_spec, provenance, analytic)
     return model
 
 
@@ -272,7 +382,8 @@ def native_targets(cg_path, force_target: str = "mean", teacher_index: int = 0) 
 
 
 def train_native_student(cg_path, out_dir, *, teacher_dir=None, force_target: str = "mean", teacher_index: int = 0,
-                         cutoff: Optional[float] = None, spacing: float = 0.02, smoothness: float = 1e-3) -> dict:
+                         cutoff: Optional[float] = None, spacing: float = 0.02, smoothness: float = 1e-3,
+                         basis: str = "spline") -> dict:
     """Fit a native student and write ``out_dir/native.json`` and ``out_dir/student.json``.
 
     Frames: the teachers' train (+ val) split when ``teacher_dir`` is given, else all but the last
@@ -288,7 +399,7 @@ def train_native_student(cg_path, out_dir, *, teacher_dir=None, force_target: st
     teacher_dir : str or Path, optional
         Teacher folder (its split is reused so the held-out frames are the teachers').
     force_target : {"mapped", "mean", "teacher"}
-    teacher_index, cutoff, spacing, smoothness : see :func:`native_targets`, :func:`fit_native`
+    teacher_index, cutoff, spacing, smoothness, basis : see :func:`native_targets`, :func:`fit_native`
     """
     from cgkd.io.atomic import write_text
     from cgkd.kd.teachers import read_split
@@ -304,12 +415,12 @@ def train_native_student(cg_path, out_dir, *, teacher_dir=None, force_target: st
         cut_at = max(1, int(round(0.9 * data.n_frames)))
         train, held = list(range(cut_at)), list(range(cut_at, data.n_frames))
     model = fit_native(data, forces, cutoff=cutoff, spacing=spacing, smoothness=smoothness, frames=train,
-                       target=force_target)
+                       target=force_target, basis=basis)
     model.provenance.update({"cg_data": str(cg_path), "teacher_dir": None if teacher_dir is None else str(teacher_dir)})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_native(out / "native.json", model)
-    info = {"student": "native", "force_target": force_target, "n_train_frames": len(train),
+    info = {"student": "native", "basis": basis, "force_target": force_target, "n_train_frames": len(train),
             "n_held_out_frames": len(held), "train_rmse": model.provenance["fit"]["train_rmse"],
             "held_out_rmse_vs_mapped": force_rmse_native(model, data, frames=held) if held else None,
             "model": str(out / "native.json")}

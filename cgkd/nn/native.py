@@ -48,6 +48,12 @@ class NativeModel:
         ``{"bonds": [{"types", "r0", "k"}], "angles": [{"types", "theta0", "k"}],
         "dihedrals": [{"types", "terms": [{"n", "k", "phase"}]}]}`` (radians, kJ/mol, nm).
     provenance : dict
+    analytic : dict, optional
+        For a model fitted on the ``powers`` basis (``cgkd.kd.native.fit_native(basis="powers")``):
+        ``{"form": "shifted-force inverse powers", "powers": [n, ...], "coefficients": (n_types, n_types,
+        n_powers) kJ/mol nm^n, "table_below_nm": r}``; ``U_ab(r) = sum_n c_n(ab) phi_n(r)`` with
+        ``phi_n(r) = r^-n - rc^-n + n rc^-(n+1) (r - rc)``, which ``tables`` sample (below
+        ``table_below_nm`` the table continues along the tangent). OpenMM can then use the expression itself.
     """
 
     type_names: List[str]
@@ -57,6 +63,7 @@ class NativeModel:
     periodic: bool
     bonded_priors: Dict[str, list] = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    analytic: Optional[dict] = None
 
     def __post_init__(self):
         self.type_names = [str(t) for t in self.type_names]
@@ -76,6 +83,11 @@ class NativeModel:
             raise ValueError(f"type_masses must be {n} positive masses (amu), got {self.type_masses}")
         self.periodic = bool(self.periodic)
         self.bonded_priors = {k: list(v) for k, v in (self.bonded_priors or {}).items() if v}
+        if self.analytic is not None:
+            c = np.asarray(self.analytic.get("coefficients"), dtype=np.float64)
+            k = len(self.analytic.get("powers", []))
+            if c.shape != (n, n, k) or not np.all(np.isfinite(c)) or not np.allclose(c, np.swapaxes(c, 0, 1)):
+                raise ValueError(f"analytic coefficients must be a finite symmetric ({n}, {n}, {k}) array, got {c.shape}")
 
     @property
     def n_points(self) -> int:
@@ -158,7 +170,7 @@ class NativeModel:
         batch = torch.zeros(len(types), dtype=torch.int64)
         e = sum(m(xg, t, box.unsqueeze(0), batch, 1).sum() for m in modules)
         (g,) = torch.autograd.grad(e, xg)
-        return float(e), -g.numpy()
+        return float(e.detach()), -g.numpy()
 
     # ------------------------------------------------------------------ file
     def to_dict(self) -> dict:
@@ -169,7 +181,7 @@ class NativeModel:
                 "units": {"length": "nm", "energy": "kJ/mol", "mass": "amu", "angle": "rad"},
                 "type_names": self.type_names, "cutoff": self.cutoff, "n_points": self.n_points, "pairs": pairs,
                 "type_masses": self.type_masses, "periodic": self.periodic, "bonded_priors": self.bonded_priors,
-                "provenance": self.provenance}
+                "provenance": self.provenance, "analytic": self.analytic}
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "native model") -> "NativeModel":
@@ -185,7 +197,7 @@ class NativeModel:
         if np.isnan(tables).any():
             raise ValueError(f"{where}: pairs do not give a table for every type pair of {names}")
         return cls(names, d["cutoff"], tables, d["type_masses"], d["periodic"], d.get("bonded_priors") or {},
-                   d.get("provenance") or {})
+                   d.get("provenance") or {}, d.get("analytic"))
 
 
 def save_native(path, model: NativeModel) -> None:

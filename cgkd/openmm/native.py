@@ -3,7 +3,11 @@
 No openmm-torch and no Python callback: the System serialises to XML and runs on every OpenMM
 platform (CUDA included). Pair encodings (measured by ``benchmarks/native_encoding.py``, docs/benchmarks.md):
 
-- ``"table"`` (default): one ``CustomNonbondedForce``; with one bead type its energy is a
+- ``"analytic"`` (the default for a model fitted on the ``powers`` basis): one ``CustomNonbondedForce``
+  whose energy is the shifted-force inverse-power expansion itself, ``sum_n c_n(t1, t2) phi_n(r)``, with each
+  symmetric coefficient matrix ``c_n`` written exactly as ``sum_m s_m v_m(t1) v_m(t2)`` (its eigen-
+  decomposition) in per-particle parameters, so OpenMM compiles one expression without table look-ups;
+- ``"table"`` (the default otherwise): one ``CustomNonbondedForce``; with one bead type its energy is a
   ``Continuous1DFunction`` of r, with several a ``Continuous2DFunction`` of (r, type-pair index
   ``t1 * n_types + t2``), read at integer pair indices, where OpenMM's bicubic spline equals the natural
   cubic spline of that pair's table;
@@ -24,7 +28,7 @@ from cgkd.nn.native import NativeModel
 from cgkd.openmm.bonded import add_bonded_priors
 from cgkd.openmm.system import _box, artefact_topology
 
-ENCODINGS = ("table", "groups")
+ENCODINGS = ("analytic", "table", "groups")
 
 
 def _metadata(model: NativeModel) -> dict:
@@ -41,7 +45,39 @@ def _pair_force(expression: str, model: NativeModel, periodic: bool) -> openmm.C
     return force
 
 
-def native_system(model: NativeModel, topology, *, box=None, encoding: str = "table", masses=None) -> openmm.System:
+def _analytic_force(model: NativeModel, types: np.ndarray, periodic: bool) -> openmm.CustomNonbondedForce:
+    an = model.analytic
+    powers = [int(n) for n in an["powers"]]
+    coef = np.asarray(an["coefficients"], dtype=np.float64)
+    rc = model.cutoff
+    terms, defs, params = [], [], []
+    per_type = []  # (n_types,) values of each per-particle parameter
+    for k, n in enumerate(powers):
+        w, v = np.linalg.eigh(coef[:, :, k])
+        parts = []
+        for m in range(len(w)):
+            if abs(w[m]) <= 1e-12 * max(np.abs(w).max(), 1e-300):
+                continue
+            name = f"v{k}_{m}"
+            params.append(name)
+            per_type.append(v[:, m] * np.sqrt(abs(w[m])))
+            sign = "-" if w[m] < 0 else ("+" if parts else "")
+            parts.append(f"{sign}{name}1*{name}2")
+        if parts:
+            terms.append(f"({''.join(parts)})*p{k}")
+            defs.append(f"p{k}=r^(-{n})-({rc!r})^(-{n})+{n}*({rc!r})^(-{n + 1})*(r-{rc!r})")
+    expression = ("+".join(terms) or "0") + "".join(f"; {d}" for d in defs)
+    force = _pair_force(expression, model, periodic)
+    for name in params:
+        force.addPerParticleParameter(name)
+    values = np.array(per_type).T if per_type else np.zeros((len(model.type_names), 0))
+    for t in types:
+        force.addParticle([float(x) for x in values[t]])
+    return force
+
+
+def native_system(model: NativeModel, topology, *, box=None, encoding: Optional[str] = None,
+                  masses=None) -> openmm.System:
     """An ``openmm.System`` of ``model`` on ``topology``.
 
     Parameters
@@ -51,14 +87,19 @@ def native_system(model: NativeModel, topology, *, box=None, encoding: str = "ta
         One particle per bead; an OpenMM topology's atom names must be the model's type names.
     box : array-like, shape=(3, 3), nm, optional
         Periodic box vectors (rows); required for a periodic model.
-    encoding : {"table", "groups"}
+    encoding : {"analytic", "table", "groups"}, optional
+        Default: ``analytic`` for a model with an analytic form, else ``table``.
     masses : array-like, shape=(N,), amu, optional
         Default: a cgkd Topology's masses, else the model's per-type masses.
     """
     if not isinstance(model, NativeModel):
         raise ValueError(f"model must be a cgkd.nn.native.NativeModel, got {type(model).__name__}")
+    if encoding is None:
+        encoding = "analytic" if model.analytic is not None else "table"
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    if encoding == "analytic" and model.analytic is None:
+        raise ValueError("encoding 'analytic' needs a model fitted on the powers basis (fit_native(basis='powers'))")
     meta = _metadata(model)
     top = artefact_topology(topology, meta, types=None, type_map=None, masses=masses)
     box = _box(box, topology)
@@ -75,7 +116,12 @@ def native_system(model: NativeModel, topology, *, box=None, encoding: str = "ta
         system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
     nt = len(model.type_names)
     types = top.types
-    if encoding == "table":
+    if encoding == "analytic":
+        force = _analytic_force(model, types, periodic)
+        force.setName("cgkd native pairs")
+        force.setForceGroup(0)
+        system.addForce(force)
+    elif encoding == "table":
         if nt == 1:
             force = _pair_force("u(r)", model, periodic)
             force.addTabulatedFunction("u", openmm.Continuous1DFunction(model.tables[0, 0].tolist(), 0.0, model.cutoff))

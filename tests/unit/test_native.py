@@ -146,3 +146,89 @@ def test_bad_input_is_refused(lj, tmp_path):
     (tmp_path / "x.json").write_text('{"format": "cgkd-mapping", "format_version": 1}')
     with pytest.raises(ValueError, match="is not a cgkd-native file"):
         load_native(tmp_path / "x.json")
+
+
+def test_cli_fits_mscg_without_teachers_and_simulates_it(lj, tmp_path, capsys):
+    import json
+
+    from cgkd.cli.main import main
+    from cgkd.data.cg_h5 import write_cg
+
+    data, box = lj
+    write_cg(tmp_path / "cg.h5", data)
+    assert main(["distill", str(tmp_path / "cg.h5"), "--student", "native", "--force-target", "mapped",
+                 "--out", str(tmp_path / "mscg")]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["force_target"] == "mapped" and info["n_held_out_frames"] == 6
+    assert info["held_out_rmse_vs_mapped"] < 0.2 * info_rms(data)
+    model = load_native(tmp_path / "mscg" / "native.json")
+    assert model.provenance["fit"]["target"] == "mapped" and model.cutoff == pytest.approx(0.49 * box)
+    assert main(["simulate", str(tmp_path / "mscg" / "native.json"), str(tmp_path / "cg.h5"), "--out",
+                 str(tmp_path / "md"), "--replicas", "1", "--steps", "200", "--timestep", "0.005",
+                 "--report-interval", "50", "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "md" / "summary.json").read_text())
+    assert summary["model"] == "native" and summary["backend"] == "native" and summary["survived"] == 1
+    # the labelled route needs teachers
+    assert main(["distill", str(tmp_path / "cg.h5"), "--student", "native", "--out", str(tmp_path / "x")]) == 2
+    assert "--teachers is required" in capsys.readouterr().err
+
+
+def info_rms(data) -> float:
+    return float(np.sqrt(np.mean(data.forces.astype(np.float64) ** 2)))
+
+
+def test_powers_basis_analytic_encoding_equals_its_table_and_recovers_lj(lj, tmp_path):
+    data, box = lj
+    model = fit_native(data, priors=False, cutoff=0.49 * box, basis="powers", powers=(12, 6))
+    # the data's LJ is cut, not shifted, so the shifted-force (12, 6) pair is close to it, not equal
+    c = np.asarray(model.analytic["coefficients"])[0, 0]
+    np.testing.assert_allclose(c, [4 * EPSILON * SIGMA**12, -4 * EPSILON * SIGMA**6], rtol=0.15)
+    r = np.linspace(0.33, 0.6, 10)
+    exact = 4 * EPSILON * (12 * SIGMA**12 / r**13 - 6 * SIGMA**6 / r**7)
+    np.testing.assert_allclose(model.pair_force(0, 0, r), exact, atol=0.03 * np.abs(exact).max())
+    save_native(tmp_path / "p.json", model)
+    assert load_native(tmp_path / "p.json").analytic == model.analytic
+    # OpenMM's analytic expression, its table and the numpy evaluation agree on the data's frames
+    top = data.topology
+    energies = {}
+    for enc in ("analytic", "table"):
+        system = native_system(model, top, box=np.eye(3) * box, encoding=enc)
+        ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        ctx.setPositions(data.positions[5].astype(np.float64))
+        st = ctx.getState(getEnergy=True, getForces=True)
+        energies[enc] = (st.getPotentialEnergy()._value, st.getForces(asNumpy=True)._value)
+    e_np, f_np = model.energy_forces(data.positions[5], top, np.eye(3) * box)
+    for enc, (e, f) in energies.items():
+        assert e == pytest.approx(e_np, rel=1e-5), enc
+        np.testing.assert_allclose(f, f_np, atol=1e-3 * np.abs(f_np).max())
+
+
+def test_analytic_encoding_with_several_types_uses_exact_coefficients():
+    pos, top, box = _two_type_system(4)
+    rng = np.random.default_rng(1)
+    coef = rng.normal(size=(2, 2, 3)) * np.array([1e-7, 1e-4, 1e-2])
+    coef = coef + np.swapaxes(coef, 0, 1)
+    from cgkd.kd.native import shifted_powers
+
+    grid = np.linspace(0, 1.0, 2001)
+    phi, _ = shifted_powers(np.maximum(grid, 0.2), 1.0, (12, 6, 2))
+    tables = np.einsum("gk,abk->abg", phi, coef)
+    tables[..., -1] = 0.0
+    model = NativeModel(["A", "B"], 1.0, tables, [40.0, 60.0], True,
+                        analytic={"form": "shifted-force inverse powers", "powers": [12, 6, 2],
+                                  "coefficients": coef.tolist(), "table_below_nm": 0.2})
+    x = pos[0]
+    ctx = openmm.Context(native_system(model, top, box=box), openmm.VerletIntegrator(0.001),
+                         openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(x)
+    e = ctx.getState(getEnergy=True).getPotentialEnergy()._value
+    i, j = np.triu_indices(len(x), 1)
+    d = x[j] - x[i]
+    d -= np.round(d / box[0, 0]) * box[0, 0]
+    r = np.linalg.norm(d, axis=1)
+    near = (r < 1.0)
+    ph, _ = shifted_powers(r[near], 1.0, (12, 6, 2))
+    expect = np.einsum("pk,pk->", ph, coef[top.types[i[near]], top.types[j[near]]])
+    assert e == pytest.approx(expect, rel=1e-9)
+    with pytest.raises(ValueError, match="needs a model fitted on the powers basis"):
+        native_system(_model(), top, box=box, encoding="analytic")
