@@ -246,6 +246,10 @@ def main(argv=None) -> int:
     parser.add_argument("--spec", default="reline")
     parser.add_argument("--size", default="quick")
     parser.add_argument("--skip", nargs="*", default=[], choices=["encodings", "table", "timestep", "scaling"])
+    parser.add_argument("--timesteps", type=float, nargs="+", default=None, metavar="PS",
+                        help="time steps (ps) of the probe instead of the preset's")
+    parser.add_argument("--models", nargs="+", default=None, choices=["native", "native_mscg", "native_powers", "student"],
+                        help="models of the time-step probe (default all)")
     parser.add_argument("--platform", default="CPU", choices=["CPU", "CUDA", "OpenCL", "Reference"],
                         help="OpenMM platform (CPU: one thread); the gpu preset with CUDA is the GPU table")
     parser.add_argument("--out", default=None, help="result folder (default benchmarks/results)")
@@ -306,15 +310,54 @@ def main(argv=None) -> int:
             result["table"] = table
         if "timestep" not in args.skip:
             models = {"native": native, "native_mscg": mscg, "native_powers": fast, "student": student_pt}
+            if args.models:
+                models = {k: v for k, v in models.items() if k in args.models}
             ps = {"native": p.ts_ps, "native_mscg": p.ts_ps, "native_powers": p.ts_ps, "student": p.ts_neural_ps}
-            result["timestep"] = timestep_probe(models, cg_path, p.timesteps, p.ts_replicas, ps, Path(tmp))
+            result["timestep"] = timestep_probe(models, cg_path, args.timesteps or p.timesteps, p.ts_replicas, ps,
+                                                Path(tmp))
     if "scaling" not in args.skip:
         result["scaling"] = {"native": scaling(native, data, p.scaling_reps),
                              "native_powers": scaling(fast, data, p.scaling_reps)}
-    out = save_result(f"native_speed_{args.preset}_{PLATFORM.lower()}", result, args.out)
+    name = f"native_speed_{args.preset}_{PLATFORM.lower()}" + ("_" + "_".join(args.skip) if args.skip else "")
+    out = save_result(name.replace("-", "_"), result, args.out)
+    if "table" in result and "timestep" in result:
+        png = Path(args.out or "docs/benchmarks") / f"{name}.png"
+        plot(result, png)
+        print(f"wrote {png}")
     print(f"wrote {out}")
     return 0
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def plot(result: dict, out_png) -> None:
+    """Accuracy against speed: RDF TAE vs ns/day, one point per model and time step of the probe
+    (ns/day = the table's 4 fs rate scaled by dt / 4 fs: a step's cost does not depend on dt); AA at TAE 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table, probe = result["table"], result["timestep"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.scatter([table["aa"]["ns_per_day"]], [0.0], marker="*", s=120, color="k", label="AA (the reference: 0 by definition)")
+    for label in dict.fromkeys(r["model"] for r in probe):
+        rows = [r for r in probe if r["model"] == label and r["survived"] == r["replicas"] and r["rdf_tae"] is not None]
+        if not rows:
+            continue
+        speed = [table[label]["ns_per_day"] * r["timestep_ps"] / 0.004 for r in rows]
+        ax.plot(speed, [r["rdf_tae"] for r in rows], "o-", label=label)
+        for x, r in zip(speed, rows):
+            ax.annotate(f"{r['timestep_ps'] * 1000:.0f} fs", (x, r["rdf_tae"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("ns/day (one CPU thread; reline quick box, 120 beads)")
+    ax.set_ylabel("RDF total absolute error vs AA (mean over type pairs)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)

@@ -46,7 +46,8 @@ class Preset:
     native: bool = True  # also fit native students: on force_target labels ("native") and mapped forces (MS-CG)
     cg_replicas: int = 2
     cg_steps: int = 5000
-    cg_timestep: float = 0.004  # ps
+    cg_timestep: float = 0.004  # ps, neural models
+    native_timestep: float = 0.016  # ps, native students (same simulated time: cg_steps * cg_timestep)
     cg_friction: float = 1.0  # 1/ps
     cg_report_interval: int = 50
     backend: Optional[str] = None  # None: TorchForce where it loads, else PythonForce
@@ -57,7 +58,7 @@ class Preset:
                      "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Preset.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("cg_timestep", "cg_friction"):
+        for name in ("cg_timestep", "native_timestep", "cg_friction"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Preset.{name} must be > 0, got {getattr(self, name)}")
 
@@ -274,8 +275,12 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
 
         out, parts = {}, []
         for label, artefact in {**s_e["artefacts"], **native_models}.items():
-            summary = run_cg_md(artefact, cg_path, folder / label, n_replicas=p.cg_replicas, steps=p.cg_steps,
-                                timestep=p.cg_timestep, friction=p.cg_friction, report_interval=p.cg_report_interval,
+            dt, steps, every = p.cg_timestep, p.cg_steps, p.cg_report_interval
+            if label in native_models:  # same simulated time and frame spacing at the native time step
+                ratio = p.cg_timestep / p.native_timestep
+                dt, steps, every = p.native_timestep, max(1, round(steps * ratio)), max(1, round(every * ratio))
+            summary = run_cg_md(artefact, cg_path, folder / label, n_replicas=p.cg_replicas, steps=steps,
+                                timestep=dt, friction=p.cg_friction, report_interval=every,
                                 backend=p.backend, seed=spec.seed, progress=True)
             out[label] = {"dir": str(folder / label), "summary": summary}
             parts.append(f"{label} {summary['survived']}/{summary['n_replicas']} stable, "
@@ -283,6 +288,7 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
         return {"runs": out, "line": "; ".join(parts)}
 
     s_md = run.stage("cgmd", ["export"] + (["native"] if p.native else []), {"replicas": p.cg_replicas, "steps": p.cg_steps, "dt": p.cg_timestep,
+                                          "native_dt": p.native_timestep,
                                           "friction": p.cg_friction, "every": p.cg_report_interval,
                                           "backend": p.backend}, cgmd)
 

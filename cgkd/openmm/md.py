@@ -37,6 +37,8 @@ from cgkd.openmm.system import as_artefact, create_system
 
 #: Fraction of the smallest AA (mapped) distance per type pair below which a CG pair counts as collapsed.
 MIN_DISTANCE_FACTOR = 0.8
+#: Default time step (ps) per model kind (docs/benchmarks.md, the time-step probe of benchmarks.native_speed).
+DEFAULT_TIMESTEP = {"neural": 0.004, "native": 0.016}
 #: Runaway: potential energy per bead rising more than this many kT above its initial value.
 RUNAWAY_KT_PER_BEAD = 20.0
 
@@ -92,7 +94,7 @@ def run_cg_md(
     *,
     n_replicas: int = 4,
     steps: int = 10000,
-    timestep: float = 0.004,
+    timestep: Optional[float] = None,
     friction: float = 1.0,
     temperature: Optional[float] = None,
     report_interval: int = 100,
@@ -117,7 +119,9 @@ def run_cg_md(
     n_replicas : int
     steps : int
         MD steps per replica.
-    timestep : float, ps
+    timestep : float, ps, optional
+        Default ``DEFAULT_TIMESTEP`` of the model kind: 4 fs for neural artefacts, 16 fs for native students
+        (their time-step probe kept temperature and structure up to 32 fs: docs/benchmarks.md).
     friction : float, 1/ps
     temperature : float, K, optional
         Default: the CG data's temperature.
@@ -150,10 +154,7 @@ def run_cg_md(
     for name, value in (("n_replicas", n_replicas), ("steps", steps), ("report_interval", report_interval)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    timestep = float(units.strip(timestep, units.TIME, "timestep"))
     friction = float(units.strip(friction, 1 / units.TIME, "friction"))
-    if not timestep > 0:
-        raise ValueError(f"timestep must be positive (ps), got {timestep}")
     if friction < 0:
         raise ValueError(f"friction must be >= 0 (1/ps), got {friction}")
     temperature = float(units.strip(temperature if temperature is not None else data.temperature, units.TEMPERATURE, "temperature"))
@@ -165,6 +166,9 @@ def run_cg_md(
     else:
         module, metadata = as_artefact(artefact)
         names, dtype, model_kind = list(metadata["type_names"]), metadata["dtype"], "neural"
+    timestep = DEFAULT_TIMESTEP[model_kind] if timestep is None else float(units.strip(timestep, units.TIME, "timestep"))
+    if not timestep > 0:
+        raise ValueError(f"timestep must be positive (ps), got {timestep}")
     types = data.topology.type_indices(names, "the potential")
     n = data.n_beads
     n_types = len(names)
