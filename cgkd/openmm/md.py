@@ -69,6 +69,14 @@ def min_pair_distances(positions: np.ndarray, box: Optional[np.ndarray], types: 
     return out
 
 
+def degrees_of_freedom(system: openmm.System) -> int:
+    """3 per particle of nonzero mass, less one per constraint, less 3 when a ``CMMotionRemover`` fixes the
+    centre of mass (a Langevin thermostat without one lets the total momentum fluctuate: 3N)."""
+    n = sum(1 for k in range(system.getNumParticles()) if system.getParticleMass(k)._value > 0)
+    removes_cm = any(isinstance(system.getForce(k), openmm.CMMotionRemover) for k in range(system.getNumForces()))
+    return 3 * n - system.getNumConstraints() - (3 if removes_cm else 0)
+
+
 def _check(energy: float, forces: np.ndarray, pos: np.ndarray, box, types, threshold, e0: float, n: int, kt: float):
     """None if the frame is fine, else the reason it is not."""
     if not np.isfinite(energy):
@@ -245,7 +253,7 @@ def _run_replica(k, system, topology, data, start, types, threshold, out, *, ste
     ctx.setPositions(data.positions[start].astype(np.float64) * u.nanometer)
     ctx.setVelocitiesToTemperature(temperature * u.kelvin, seed)
     n = data.n_beads
-    dof = 3 * n - 3 if system.getNumConstraints() == 0 else 3 * n - system.getNumConstraints() - 3
+    dof = degrees_of_freedom(system)
     state = ctx.getState(getEnergy=True, getPositions=True)
     e0 = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
     record = {"replica": k, "start_frame": start, "seed": seed, "platform": ctx.getPlatform().getName(),

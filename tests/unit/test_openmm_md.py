@@ -123,3 +123,18 @@ def test_torch_threads_are_set_and_restored(tmp_path, artefact):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(old)
+
+
+def test_degrees_of_freedom_count_the_centre_of_mass_only_when_it_is_fixed():
+    import openmm
+
+    from cgkd.openmm.md import degrees_of_freedom
+
+    s = openmm.System()
+    for m in (1.0, 2.0, 0.0, 3.0):
+        s.addParticle(m)
+    assert degrees_of_freedom(s) == 9  # the massless particle does not move
+    s.addConstraint(0, 1, 0.1)
+    assert degrees_of_freedom(s) == 8
+    s.addForce(openmm.CMMotionRemover())
+    assert degrees_of_freedom(s) == 5
