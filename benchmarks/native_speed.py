@@ -279,16 +279,22 @@ def main(argv=None) -> int:
     tmp_root = Path(tempfile.mkdtemp(prefix="cgkd_native_speed_"))
     # the analytic (powers) native student on the same labels and split as the run's native student
     labelled = run / "labels" / "cg_labelled.h5"
-    fast_info = train_native_student(labelled, tmp_root / "powers", teacher_dir=run / "teachers", force_target="mean",
-                                     basis="powers")
-    fast = load_native(fast_info["model"])
-    print(f"  native_powers fitted: held-out force RMSE {fast_info['held_out_rmse_vs_mapped']:.1f} vs mapped", flush=True)
+    try:
+        fast_info = train_native_student(labelled, tmp_root / "powers", teacher_dir=run / "teachers",
+                                         force_target="mean", basis="powers")
+        fast = load_native(fast_info["model"])
+        print(f"  native_powers fitted: held-out force RMSE {fast_info['held_out_rmse_vs_mapped']:.1f} vs mapped",
+              flush=True)
+    except ValueError as exc:  # the fit refuses an expansion that does not repel at short range
+        fast_info, fast = {"refused": str(exc)}, None
+        print(f"  native_powers refused: {exc}", flush=True)
     result: dict = {"preset": args.preset, "platform": PLATFORM, "run_dir": str(run), "n_beads": int(data.n_beads),
                     "threads": 1 if PLATFORM == "CPU" else None}
     result["native_powers_fit"] = fast_info
     if "encodings" not in args.skip:
         result["encodings"] = encodings(native, data, p)
-        result["encodings_powers_model"] = encodings(fast, data, p)
+        if fast is not None:
+            result["encodings_powers_model"] = encodings(fast, data, p)
     with tempfile.TemporaryDirectory() as tmp:
         student = load_potential_artefact(student_pt)
         _, meta = student
@@ -302,6 +308,8 @@ def main(argv=None) -> int:
             table["student"] = model_rate(student, data, p.neural_steps, 0.004)
             table["ensemble"] = model_rate(ensemble, data, max(10, p.neural_steps // 8), 0.004)
             for label, m in (("native", native), ("native_mscg", mscg), ("native_powers", fast)):
+                if m is None:
+                    continue
                 table[label] = model_rate(m, data, p.steps_small, 0.004)
             for label, row in table.items():
                 if label != "aa":
@@ -312,12 +320,14 @@ def main(argv=None) -> int:
             models = {"native": native, "native_mscg": mscg, "native_powers": fast, "student": student_pt}
             if args.models:
                 models = {k: v for k, v in models.items() if k in args.models}
+            models = {k: v for k, v in models.items() if v is not None}
             ps = {"native": p.ts_ps, "native_mscg": p.ts_ps, "native_powers": p.ts_ps, "student": p.ts_neural_ps}
             result["timestep"] = timestep_probe(models, cg_path, args.timesteps or p.timesteps, p.ts_replicas, ps,
                                                 Path(tmp))
     if "scaling" not in args.skip:
-        result["scaling"] = {"native": scaling(native, data, p.scaling_reps),
-                             "native_powers": scaling(fast, data, p.scaling_reps)}
+        result["scaling"] = {"native": scaling(native, data, p.scaling_reps)}
+        if fast is not None:
+            result["scaling"]["native_powers"] = scaling(fast, data, p.scaling_reps)
     name = f"native_speed_{args.preset}_{PLATFORM.lower()}" + ("_" + "_".join(args.skip) if args.skip else "")
     out = save_result(name.replace("-", "_"), result, args.out)
     if "table" in result and "timestep" in result:

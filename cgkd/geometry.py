@@ -147,9 +147,21 @@ def pair_distances(positions, box: Optional[np.ndarray] = None) -> np.ndarray:
     return np.linalg.norm(minimum_image(x[j] - x[i], box), axis=-1)
 
 
+def box_heights(box) -> np.ndarray:
+    """Distances between opposite faces of box (3, 3) or boxes (F, 3, 3), nm; shape (3,) or (F, 3).
+
+    A minimum image is unique for vectors shorter than half the smallest height, and a pair cutoff must stay
+    below it.
+    """
+    box = np.asarray(box, dtype=np.float64)
+    vol = np.abs(np.linalg.det(box))
+    return np.stack([vol / np.linalg.norm(np.cross(box[..., (k + 1) % 3, :], box[..., (k + 2) % 3, :]), axis=-1)
+                     for k in range(3)], axis=-1)
+
+
 def box_volume(box) -> np.ndarray:
     """|det(box)| in nm^3 for box (3, 3) or (F, 3, 3)."""
     return np.abs(np.linalg.det(np.asarray(box, dtype=np.float64)))
 
 
-__all__ = ["angles", "box_volume", "dihedrals", "distances", "is_reduced", "minimum_image", "pair_distances", "vectors"]
+__all__ = ["angles", "box_heights", "box_volume", "dihedrals", "distances", "is_reduced", "minimum_image", "pair_distances", "vectors"]

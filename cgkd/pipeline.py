@@ -276,7 +276,7 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
         out, parts = {}, []
         for label, artefact in {**s_e["artefacts"], **native_models}.items():
             dt, steps, every = p.cg_timestep, p.cg_steps, p.cg_report_interval
-            if label in native_models:  # same simulated time and frame spacing at the native time step
+            if label in native_models:  # the same simulated time, and about the same frame spacing, at the native step
                 ratio = p.cg_timestep / p.native_timestep
                 dt, steps, every = p.native_timestep, max(1, round(steps * ratio)), max(1, round(every * ratio))
             summary = run_cg_md(artefact, cg_path, folder / label, n_replicas=p.cg_replicas, steps=steps,

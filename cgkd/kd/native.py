@@ -33,18 +33,19 @@ import numpy as np
 import torch
 from scipy.interpolate import CubicSpline
 
-from cgkd import keys
+from cgkd import geometry, keys
 from cgkd.data.cg_h5 import CGData, read_cg, read_labels
 from cgkd.nn.native import NativeModel
 from cgkd.nn.neighbors import neighbor_list
 from cgkd.nn.prior_fit import fit_priors
+from cgkd.nn.priors import PairRepulsion
 
 #: Below this fraction of sigma the wall continues along its tangent (finite table values).
 WALL_CAP = 0.6
 BASES = ("spline", "powers")
 #: Share of the normal matrix's trace given to the wall pseudo-observations of the ``powers`` basis.
 PSEUDO_WALL_WEIGHT = 0.2
-#: The powers basis must rise at least this many k_B T between sigma and 0.3 sigma for every pair.
+#: The powers basis must stay this many k_B T above U(sigma) everywhere inside 0.5 sigma, for every pair.
 MIN_BARRIER_KT = 50.0
 #: Default exponents of the ``powers`` basis.
 POWERS = (12, 10, 8, 6, 4, 2)
@@ -70,10 +71,7 @@ def default_cutoff(data: CGData, cutoff: float = 1.0) -> float:
     """``cutoff`` (nm), or less where the box is small: at most 0.49 of the smallest box height."""
     if data.box is None:
         return float(cutoff)
-    box = np.asarray(data.box[0], dtype=np.float64)
-    vol = abs(np.linalg.det(box))
-    heights = [vol / np.linalg.norm(np.cross(box[(k + 1) % 3], box[(k + 2) % 3])) for k in range(3)]
-    return float(min(cutoff, 0.49 * min(heights)))
+    return float(min(cutoff, 0.49 * geometry.box_heights(data.box).min()))
 
 
 def _wall(r: np.ndarray, sigma: float, eps: float):
@@ -173,6 +171,9 @@ def fit_native(
     cut = default_cutoff(data) if cutoff is None else float(cutoff)
     if not cut > 0:
         raise ValueError(f"cutoff must be positive (nm), got {cutoff}")
+    if data.box is not None and cut >= 0.5 * geometry.box_heights(data.box[idx]).min():
+        raise ValueError(f"cutoff {cut} nm must be below half the smallest box height of the frames "
+                         f"({0.5 * geometry.box_heights(data.box[idx]).min():.3f} nm)")
     if not 0 < spacing < cut / 3:
         raise ValueError(f"spacing must lie in (0, cutoff/3 = {cut / 3:.3g}) nm, got {spacing}")
     if not 0 < table_spacing <= spacing:
@@ -186,14 +187,19 @@ def fit_native(
         raise ValueError(f"powers must be distinct positive integers, got {powers}")
     top = data.topology
     nt = top.n_types
+    absent = [t for k, t in enumerate(top.type_names) if not np.any(top.types == k)]
+    if absent:
+        raise ValueError(f"data.topology lists types {absent} that no bead has; a native model is fitted per type "
+                         "pair of the beads present (drop them with Topology.with_type_names)")
     sub = data.subset(idx)
 
     fitted = fit_priors(sub, r_max=cut) if priors else []
-    wall = next((p for p in fitted if type(p).__name__ == "PairRepulsion"), None)
+    wall = next((p for p in fitted if isinstance(p, PairRepulsion)), None)
     pseudo_wall = None
     if basis == "powers" and wall is not None:
         # no wall term in the expression (its per-pair step would cost more than the basis): the wall enters as
-        # pseudo-observations of its force between 0.5 and 1 sigma, so the expansion repels where data never go
+        # pseudo-observations of its force between 0.5 and 1 sigma, and the r^-12 coefficient is the wall's
+        # (eps sigma^12), so the expansion repels where data never go
         pseudo_wall = (wall.sigma.double().numpy(), float(wall.epsilon))
         fitted = [p for p in fitted if p is not wall]
         wall = None
@@ -275,6 +281,7 @@ def fit_native(
         normal += g.T @ g
         rhs += g.T @ tgt.reshape(-1)
     scale = float(np.mean(np.diag(normal))) or 1.0
+    normal_data, rhs_data = normal.copy(), rhs.copy()  # the fit's error is measured on the data rows only
     if pseudo_wall is not None:
         sig, eps_w = pseudo_wall
         trace = float(np.trace(normal))
@@ -290,6 +297,13 @@ def fit_native(
                 w = PSEUDO_WALL_WEIGHT * trace / max(float(np.trace(block)) * n_pairs, 1e-300)
                 normal[sl, sl] += w * block
                 rhs[sl] += w * (-dphi.T @ fw)
+                # the top power's coefficient is the wall's own r^-12 amplitude, eps sigma^12 (> 0), so the expansion
+                # goes to +inf at short range whatever the lower powers do
+                if 12 in powers:
+                    j = pair_id[a, b] * n_free + powers.index(12)
+                    lock = 1e6 * max(normal[j, j], 1e-300)
+                    normal[j, j] += lock
+                    rhs[j] += lock * eps_w * sig[a, b] ** 12
     if basis == "spline":
         second = np.diff(np.eye(n_free), 2, axis=0)  # (n_free - 2, n_free)
         penalty = np.kron(np.eye(n_pairs), second.T @ second)
@@ -297,10 +311,11 @@ def fit_native(
         end = slope(np.array([cut]))[0]
         end_pen = np.kron(np.eye(n_pairs), np.outer(end, end)) / max(end @ end, 1e-12)
         system = normal + scale * (smoothness * penalty + ridge * np.eye(n_col) + 1e3 * end_pen)
-    else:  # the shifted-force basis is already 0, with 0 force, at the cutoff
-        system = normal + scale * ridge * np.eye(n_col)
+    else:  # the shifted-force basis is already 0, with 0 force, at the cutoff; the ridge is per column, since
+        # the columns of r^-12 ... r^-2 differ by orders of magnitude
+        system = normal + ridge * np.diag(np.diag(normal) + 1e-12 * scale)
     coef = np.linalg.solve(system, rhs)
-    rss = resid_sq - 2.0 * float(coef @ rhs) + float(coef @ normal @ coef)  # sum of squared force residuals
+    rss = resid_sq - 2.0 * float(coef @ rhs_data) + float(coef @ normal_data @ coef)  # squared force residuals
 
     grid = np.linspace(0.0, cut, int(round(cut / table_spacing)) + 1)
     coefficients = np.zeros((nt, nt, n_free))
@@ -324,20 +339,25 @@ def fit_native(
                 e = phi @ coefficients[a, b]
                 de = dphi_grid @ coefficients[a, b]
                 tables[a, b] = tables[b, a] = e + np.where(grid < r_cap, de * (grid - r_cap), 0.0)
-        if pseudo_wall is not None:  # a barrier of at least MIN_BARRIER_KT where the data never go
-            sig, kt = pseudo_wall[0], pseudo_wall[1]
-            for a in range(nt):
-                for b in range(a, nt):
-                    if sig[a, b] > 0:
-                        rr_w = np.linspace(0.3 * sig[a, b], sig[a, b], 64)
-                        u = shifted_powers(rr_w, cut, powers)[0] @ coefficients[a, b]
-                        barrier = (u.max() - u[-1]) / kt
-                        if barrier < MIN_BARRIER_KT:
-                            raise ValueError(
-                                f"the powers fit of pair {top.type_names[a]}-{top.type_names[b]} rises only "
-                                f"{barrier:.1f} kT below sigma = {sig[a, b]:.3f} nm (need {MIN_BARRIER_KT:g}): "
-                                "beads could overlap; use basis='spline'"
-                            )
+        top_power = int(np.argmax(powers))
+        for a in range(nt):
+            for b in range(a, nt):
+                name = f"{top.type_names[a]}-{top.type_names[b]}"
+                if not coefficients[a, b, top_power] > 0:  # else U -> -inf as r -> 0 in the analytic expression
+                    raise ValueError(f"the powers fit of pair {name} has a non-positive r^-{powers[top_power]} "
+                                     "coefficient, so it is unbounded below at short range; use basis='spline'")
+                if pseudo_wall is not None and pseudo_wall[0][a, b] > 0:
+                    # no dip below sigma: the expansion stays MIN_BARRIER_KT above U(sigma) all the way in
+                    sg, kt = pseudo_wall[0][a, b], pseudo_wall[1]
+                    inner = np.linspace(0.02 * sg, 0.5 * sg, 200)
+                    u_in = shifted_powers(inner, cut, powers)[0] @ coefficients[a, b]
+                    u_sigma = float((shifted_powers(np.array([sg]), cut, powers)[0] @ coefficients[a, b])[0])
+                    rise = (u_in.min() - u_sigma) / kt
+                    if rise < MIN_BARRIER_KT:
+                        raise ValueError(
+                            f"the powers fit of pair {name} rises only {rise:.1f} kT inside 0.5 sigma "
+                            f"(sigma = {sg:.3f} nm; need {MIN_BARRIER_KT:g}): beads could overlap; use basis='spline'"
+                        )
         analytic = {"form": "shifted-force inverse powers", "powers": powers,
                     "coefficients": coefficients.tolist(), "table_below_nm": r_cap}
     tables[..., -1] = 0.0
@@ -409,8 +429,10 @@ def train_native_student(cg_path, out_dir, *, teacher_dir=None, force_target: st
     forces = native_targets(cg_path, force_target, teacher_index)
     if teacher_dir is not None:
         split = read_split(teacher_dir)
-        train = sorted(split["train"] + split.get("val", []))
-        held = split["test"] or split.get("val", [])
+        if split.get("test"):
+            train, held = sorted(split["train"] + split.get("val", [])), list(split["test"])
+        else:  # no test frames: hold the validation frames out
+            train, held = sorted(split["train"]), list(split.get("val", []))
     else:
         cut_at = max(1, int(round(0.9 * data.n_frames)))
         train, held = list(range(cut_at)), list(range(cut_at, data.n_frames))

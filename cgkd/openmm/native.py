@@ -1,7 +1,7 @@
 """A plain ``openmm.System`` from a native model: tabulated pair forces and native bonded forces only.
 
 No openmm-torch and no Python callback: the System serialises to XML and runs on every OpenMM
-platform (CUDA included). Pair encodings (measured by ``benchmarks/native_encoding.py``, docs/benchmarks.md):
+platform (CUDA included). Pair encodings (measured by ``benchmarks/native_speed.py``, docs/benchmarks.md section 4):
 
 - ``"analytic"`` (the default for a model fitted on the ``powers`` basis): one ``CustomNonbondedForce``
   whose energy is the shifted-force inverse-power expansion itself, ``sum_n c_n(t1, t2) phi_n(r)``, with each
@@ -26,7 +26,8 @@ import openmm
 
 from cgkd.nn.native import NativeModel
 from cgkd.openmm.bonded import add_bonded_priors
-from cgkd.openmm.system import _box, artefact_topology
+from cgkd import geometry
+from cgkd.openmm.system import artefact_topology, resolve_box
 
 ENCODINGS = ("analytic", "table", "groups")
 
@@ -102,13 +103,13 @@ def native_system(model: NativeModel, topology, *, box=None, encoding: Optional[
         raise ValueError("encoding 'analytic' needs a model fitted on the powers basis (fit_native(basis='powers'))")
     meta = _metadata(model)
     top = artefact_topology(topology, meta, types=None, type_map=None, masses=masses)
-    box = _box(box, topology)
+    box = resolve_box(box, topology)
     periodic = box is not None
     if model.periodic and not periodic:
         raise ValueError("the native model is periodic but neither box= nor the topology gives a box")
-    if box is not None and model.cutoff > 0.5 * _min_height(box):
+    if box is not None and model.cutoff > 0.5 * geometry.box_heights(box).min():
         raise ValueError(f"the model's cutoff {model.cutoff} nm exceeds half the smallest box height "
-                         f"({0.5 * _min_height(box):.3f} nm); OpenMM needs a larger box")
+                         f"({0.5 * geometry.box_heights(box).min():.3f} nm); OpenMM needs a larger box")
     system = openmm.System()
     for m in top.masses:
         system.addParticle(float(m))
@@ -155,11 +156,6 @@ def native_system(model: NativeModel, topology, *, box=None, encoding: Optional[
                 system.addForce(force)
     add_bonded_priors(system, top, meta, periodic)
     return system
-
-
-def _min_height(box: np.ndarray) -> float:
-    vol = abs(np.linalg.det(box))
-    return min(vol / np.linalg.norm(np.cross(box[(k + 1) % 3], box[(k + 2) % 3])) for k in range(3))
 
 
 __all__ = ["ENCODINGS", "native_system"]

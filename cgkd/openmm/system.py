@@ -116,7 +116,7 @@ def artefact_topology(topology, metadata: dict, *, types=None, type_map: Optiona
     return dataclasses.replace(top, masses=mass_arr)
 
 
-def _box(box, topology) -> Optional[np.ndarray]:
+def resolve_box(box, topology) -> Optional[np.ndarray]:
     """Box vectors (3, 3) nm from ``box=`` or, failing that, an OpenMM topology; None if neither has one."""
     if box is None and isinstance(topology, app.Topology) and topology.getPeriodicBoxVectors() is not None:
         box = topology.getPeriodicBoxVectors()
@@ -175,7 +175,7 @@ def create_system(
     module, metadata = as_artefact(artefact)
     backend = choose_backend(backend, use_cuda_graphs)
     top = artefact_topology(topology, metadata, types=types, type_map=type_map, masses=masses)
-    box = _box(box, topology)
+    box = resolve_box(box, topology)
     periodic = box is not None
     if metadata["periodic"] and not periodic:
         raise ValueError("the artefact is a periodic potential but neither box= nor the topology gives a box")

@@ -232,3 +232,35 @@ def test_analytic_encoding_with_several_types_uses_exact_coefficients():
     assert e == pytest.approx(expect, rel=1e-9)
     with pytest.raises(ValueError, match="needs a model fitted on the powers basis"):
         native_system(_model(), top, box=box, encoding="analytic")
+
+
+def test_powers_fit_refuses_an_expansion_that_does_not_repel(lj):
+    data, box = lj
+    # inverted LJ forces give a negative r^-12 coefficient: an expansion unbounded below, refused
+    with pytest.raises(ValueError, match="non-positive r\\^-12 coefficient, so it is unbounded below"):
+        fit_native(data, -data.forces, cutoff=0.49 * box, basis="powers", powers=(12, 6), priors=False)
+    ok = fit_native(data, cutoff=0.49 * box, basis="powers", powers=(12, 6))
+    assert np.asarray(ok.analytic["coefficients"])[0, 0, 0] > 0
+    with pytest.raises(ValueError, match="basis must be one of"):
+        fit_native(data, basis="bsplines")
+    with pytest.raises(ValueError, match="powers must be distinct positive integers"):
+        fit_native(data, basis="powers", powers=(6, 6))
+
+
+def test_fit_refuses_absent_types_and_a_cutoff_beyond_half_the_box(lj):
+    data, box = lj
+    wide = CGData(data.positions, data.forces, data.box, Topology(["AR", "XX"], data.types, data.masses),
+                  temperature=data.temperature)
+    with pytest.raises(ValueError, match=r"types \['XX'\] that no bead has"):
+        fit_native(wide)
+    with pytest.raises(ValueError, match="below half the smallest box height"):
+        fit_native(data, cutoff=0.6 * box)
+
+
+def test_default_time_step_follows_the_model_kind(lj, tmp_path):
+    from cgkd.openmm.md import DEFAULT_TIMESTEP, run_cg_md
+
+    data, box = lj
+    model = fit_native(data, priors=False, cutoff=0.45 * box)
+    s = run_cg_md(model, data, tmp_path / "md", n_replicas=1, steps=20, report_interval=10, progress=False)
+    assert s["timestep_ps"] == DEFAULT_TIMESTEP["native"] == 0.016 and s["model"] == "native"
