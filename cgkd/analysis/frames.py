@@ -40,6 +40,9 @@ class Frames(TopologyView):
         if self.positions.ndim != 3 or self.positions.shape[2] != 3:
             raise ValueError(f"positions must have shape (F, N, 3), got {self.positions.shape}")
         f, n, _ = self.positions.shape
+        if not np.all(np.isfinite(self.positions)):
+            bad = np.argwhere(~np.isfinite(self.positions))[0]
+            raise ValueError(f"positions must be finite; frame {bad[0]}, bead {bad[1]} is {self.positions[tuple(bad)]}")
         if self.box is not None:
             self.box = np.asarray(self.box, dtype=np.float64)
             if self.box.shape != (f, 3, 3):

@@ -11,10 +11,10 @@ from cgkd.analysis.frames import Frames
 
 
 def default_r_max(frames: Frames, limit: float = 1.5) -> float:
-    """Half the smallest box edge length over the frames (nm), at most ``limit``."""
+    """Half the smallest box height over the frames (nm; the edge length for an orthorhombic box), at most ``limit``."""
     if frames.box is None:
         return limit
-    return float(min(limit, 0.5 * np.linalg.norm(frames.box, axis=2).min()))
+    return float(min(limit, 0.5 * geometry.box_heights(frames.box).min()))
 
 
 def pair_indices(types: np.ndarray, a: int, b: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -45,6 +45,10 @@ def rdf(frames: Frames, a: int, b: int, r_max: Optional[float] = None, n_bins: i
     r_max = default_r_max(frames) if r_max is None else float(r_max)
     if not r_max > r_min:
         raise ValueError(f"r_max must exceed r_min ({r_min} nm), got {r_max}")
+    half = 0.5 * geometry.box_heights(frames.box).min()
+    if r_max > half + 1e-9:
+        raise ValueError(f"r_max must be at most half the smallest box height ({half:.4f} nm), where the minimum "
+                         f"image is unique; got {r_max}")
     i, j = pair_indices(frames.types, a, b)
     if len(i) == 0:
         raise ValueError(f"no bead pairs of types {a} and {b}")

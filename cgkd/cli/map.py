@@ -17,8 +17,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--mapping", default=None,
         help="mapping name of the embedded spec, 'residue', 'auto<N>' or a mapping .json (default: the spec's default)",
     )
-    p.add_argument("--force-map", default="basic", metavar="NAME",
-                   help="a force map of cgkd.mapping.FORCE_MAPS: basic, optimal or one a plugin registers (default basic)")
+    p.add_argument("--force-map", default="optimal", metavar="NAME",
+                   help="a force map of cgkd.mapping.FORCE_MAPS: basic, optimal or one a plugin registers "
+                        "(default optimal, as in cgkd run)")
     p.add_argument(
         "--allow-constraint-crossing", action="store_true",
         help="let the basic force map sum forces across constraints between beads (biased)",

@@ -75,6 +75,16 @@ class CGData(TopologyView):
             self.box = np.asarray(self.box, dtype=np.float32)
             if self.box.shape != (f, 3, 3):
                 raise ValueError(f"box must have shape ({f}, 3, 3), got {self.box.shape}")
+        for name in ("positions", "forces"):
+            arr = getattr(self, name)
+            if not np.all(np.isfinite(arr)):
+                bad = np.argwhere(~np.isfinite(arr))[0]
+                raise ValueError(f"{name} must be finite; frame {bad[0]}, bead {bad[1]} is {arr[tuple(bad)]}")
+        if self.box is not None and (not np.all(np.isfinite(self.box)) or np.any(np.linalg.det(self.box) <= 0)):
+            raise ValueError("box must be finite box vectors (rows) with positive volume in every frame")
+        self.temperature = float(self.temperature)
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive (K), got {self.temperature}")
         if self.time is not None:
             self.time = np.asarray(self.time, dtype=np.float64)
             if self.time.shape != (f,):

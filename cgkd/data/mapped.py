@@ -50,7 +50,7 @@ def resolve_mapping(aa: AAData, mapping: Optional[str] = None) -> Mapping:
 def map_aa(
     aa: AAData,
     mapping: Optional[str] = None,
-    force_map: str = "basic",
+    force_map: str = "optimal",
     allow_constraint_crossing: bool = False,
     source: str = "",
     compare: bool = True,
@@ -63,7 +63,8 @@ def map_aa(
     mapping : str, optional
         See :func:`resolve_mapping`.
     force_map : str
-        Registered force-map name used for the dataset (``basic`` or ``optimal``).
+        Registered force-map name used for the dataset (``optimal``, the default of ``cgkd map`` and
+        ``cgkd run``, or ``basic``).
     allow_constraint_crossing : bool
         Let the basic map sum forces across bead-crossing constraints (biased).
     source : str

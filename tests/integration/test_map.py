@@ -54,7 +54,7 @@ def test_cgkd_map_cli_on_reline(reline_aa, tmp_path, capsys):
 
 def test_cgkd_map_basic_one_bead_and_bad_mapping(reline_aa, tmp_path, capsys):
     out = tmp_path / "cg1.h5"
-    assert main(["map", str(reline_aa), "--out", str(out)]) == 0  # spec default: one_bead, basic
+    assert main(["map", str(reline_aa), "--out", str(out), "--force-map", "basic"]) == 0  # spec default one_bead
     cg = read_cg(out)
     aa = read_aa(reline_aa)
     # one bead per molecule, no constraint crosses a molecule: summed forces conserve the total force
@@ -66,7 +66,7 @@ def test_cgkd_map_basic_one_bead_and_bad_mapping(reline_aa, tmp_path, capsys):
 def test_one_bead_map_matches_plain_numpy(reline_aa, tmp_path):
     """Centre of mass and summed force of every molecule, computed with nothing but numpy."""
     out = tmp_path / "cg_np.h5"
-    assert main(["map", str(reline_aa), "--out", str(out)]) == 0
+    assert main(["map", str(reline_aa), "--out", str(out), "--force-map", "basic"]) == 0
     cg = read_cg(out)
     aa = read_aa(reline_aa)
     residues = list(aa.topology.residues())

@@ -201,3 +201,17 @@ def test_first_minimum_ignores_noise_dips_on_a_shoulder():
     g *= r > 0.33
     g += 0.04 * np.where(np.arange(100) % 2 == 0, 1.0, -1.0) * (r > 0.45)
     assert first_minimum(r, g) == pytest.approx(0.72, abs=0.04)
+
+
+def test_bad_frames_and_rdf_range_are_refused():
+    fr = _random_frames(n=10, f=2)
+    with pytest.raises(ValueError, match=r"r_max must be at most half the smallest box height \(1.0000 nm\)"):
+        rdf(fr, 0, 1, r_max=1.2)
+    pos = fr.positions.copy()
+    pos[1, 3, 2] = np.nan
+    with pytest.raises(ValueError, match="positions must be finite; frame 1, bead 3"):
+        Frames(pos, fr.box, fr.topology)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        CGData(fr.positions, np.zeros_like(fr.positions), fr.box, fr.topology, temperature=-5.0)
+    with pytest.raises(ValueError, match="forces must be finite"):
+        CGData(fr.positions, np.full_like(fr.positions, np.inf), fr.box, fr.topology, temperature=300.0)
