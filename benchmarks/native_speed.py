@@ -338,8 +338,6 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def plot(result: dict, out_png) -> None:
@@ -371,3 +369,7 @@ def plot(result: dict, out_png) -> None:
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=120)
     plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

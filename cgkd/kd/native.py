@@ -45,10 +45,12 @@ WALL_CAP = 0.6
 BASES = ("spline", "powers")
 #: Share of the normal matrix's trace given to the wall pseudo-observations of the ``powers`` basis.
 PSEUDO_WALL_WEIGHT = 0.2
-#: The powers basis must stay this many k_B T above U(sigma) everywhere inside 0.5 sigma, for every pair.
+#: The powers basis must stay this many k_B T above U(sigma) everywhere inside 0.7 sigma, for every pair.
 MIN_BARRIER_KT = 50.0
-#: Default exponents of the ``powers`` basis.
-POWERS = (12, 10, 8, 6, 4, 2)
+#: Default exponents of the ``powers`` basis: the Lennard-Jones form (with r^-12 fixed by the wall, one coefficient
+#: per pair is fitted). Richer expansions (12, 8, 6), (12, 6, 4), (12, ..., 2) were refused or collapsed on reline
+#: (docs/native.md).
+POWERS = (12, 6)
 
 
 def shifted_powers(r, cutoff: float, powers: Sequence[int]):
@@ -349,13 +351,13 @@ def fit_native(
                 if pseudo_wall is not None and pseudo_wall[0][a, b] > 0:
                     # no dip below sigma: the expansion stays MIN_BARRIER_KT above U(sigma) all the way in
                     sg, kt = pseudo_wall[0][a, b], pseudo_wall[1]
-                    inner = np.linspace(0.02 * sg, 0.5 * sg, 200)
+                    inner = np.linspace(0.02 * sg, 0.7 * sg, 200)
                     u_in = shifted_powers(inner, cut, powers)[0] @ coefficients[a, b]
                     u_sigma = float((shifted_powers(np.array([sg]), cut, powers)[0] @ coefficients[a, b])[0])
                     rise = (u_in.min() - u_sigma) / kt
                     if rise < MIN_BARRIER_KT:
                         raise ValueError(
-                            f"the powers fit of pair {name} rises only {rise:.1f} kT inside 0.5 sigma "
+                            f"the powers fit of pair {name} rises only {rise:.1f} kT inside 0.7 sigma "
                             f"(sigma = {sg:.3f} nm; need {MIN_BARRIER_KT:g}): beads could overlap; use basis='spline'"
                         )
         analytic = {"form": "shifted-force inverse powers", "powers": powers,
