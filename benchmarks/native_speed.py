@@ -250,6 +250,8 @@ def main(argv=None) -> int:
                         help="time steps (ps) of the probe instead of the preset's")
     parser.add_argument("--models", nargs="+", default=None, choices=["native", "native_mscg", "native_powers", "student"],
                         help="models of the time-step probe (default all)")
+    parser.add_argument("--ps", type=float, default=None,
+                        help="simulated ps per replica in the time-step probe, for every model (default: the preset's)")
     parser.add_argument("--platform", default="CPU", choices=["CPU", "CUDA", "OpenCL", "Reference"],
                         help="OpenMM platform (CPU: one thread); the gpu preset with CUDA is the GPU table")
     parser.add_argument("--out", default=None, help="result folder (default benchmarks/results)")
@@ -322,13 +324,16 @@ def main(argv=None) -> int:
                 models = {k: v for k, v in models.items() if k in args.models}
             models = {k: v for k, v in models.items() if v is not None}
             ps = {"native": p.ts_ps, "native_mscg": p.ts_ps, "native_powers": p.ts_ps, "student": p.ts_neural_ps}
+            if args.ps is not None:
+                ps = {k: float(args.ps) for k in ps}
             result["timestep"] = timestep_probe(models, cg_path, args.timesteps or p.timesteps, p.ts_replicas, ps,
                                                 Path(tmp))
     if "scaling" not in args.skip:
         result["scaling"] = {"native": scaling(native, data, p.scaling_reps)}
         if fast is not None:
             result["scaling"]["native_powers"] = scaling(fast, data, p.scaling_reps)
-    name = f"native_speed_{args.preset}_{PLATFORM.lower()}" + ("_" + "_".join(args.skip) if args.skip else "")
+    name = f"native_speed_{args.preset}_{PLATFORM.lower()}" + ("_" + "_".join(args.skip) if args.skip else "") + (
+        "_" + "_".join(args.models) if args.models else "")
     out = save_result(name.replace("-", "_"), result, args.out)
     if "table" in result and "timestep" in result:
         png = Path(args.out or "docs/benchmarks") / f"{name}.png"
