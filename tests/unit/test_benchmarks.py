@@ -124,3 +124,31 @@ def test_shards_and_their_errors(tmp_path):
 def test_extra_configurations_need_a_finished_kd_table(tmp_path):
     with pytest.raises(ValueError, match="no finished teacher CG MD; run benchmarks.kd_table first"):
         extra_configurations(tmp_path, (0,), skip=10)
+
+
+def test_native_speed_lj_reference_and_plot(tmp_path):
+    import openmm
+
+    from benchmarks.native_speed import lj_reference, ms_per_step, plot
+
+    rng = np.random.default_rng(0)
+    box = np.eye(3) * 2.5
+    pos = rng.random((50, 3)) * 2.5
+    system = lj_reference(50, np.full(50, 40.0), box, 1.0)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(pos)
+    # the reference is Lennard-Jones with sigma 0.4 nm, eps 1 kJ/mol, plain cutoff
+    i, j = np.triu_indices(50, 1)
+    d = pos[j] - pos[i]
+    d -= np.round(d / 2.5) * 2.5
+    r = np.linalg.norm(d, axis=1)
+    r = r[r < 1.0]
+    expect = np.sum(4 * ((0.4 / r) ** 12 - (0.4 / r) ** 6))
+    assert ctx.getState(getEnergy=True).getPotentialEnergy()._value == pytest.approx(expect, rel=1e-6)
+    lattice = (np.stack(np.meshgrid(*[np.arange(4)] * 3, indexing="ij"), -1).reshape(-1, 3)[:50] + 0.5) * 2.5 / 4
+    assert ms_per_step(system, lattice, box, 5, "Reference") > 0
+    result = {"table": {"aa": {"ns_per_day": 30.0}, "m": {"ns_per_day": 300.0}},
+              "timestep": [{"model": "m", "timestep_ps": dt, "survived": 2, "replicas": 2, "rdf_tae": 0.1}
+                           for dt in (0.004, 0.016)]}
+    plot(result, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000
