@@ -11,7 +11,6 @@ duplicated. At the end the last checkpoint is moved into the file and the side f
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Callable, Optional
 

@@ -11,7 +11,7 @@ import numpy as np
 import openmm.unit as u
 
 from cgkd.analysis import angles, bonded, plots, transport
-from cgkd.analysis.frames import Frames, concat, load_frames
+from cgkd.analysis.frames import concat, load_frames
 from cgkd.analysis.metrics import jensen_shannon, total_absolute_error
 from cgkd.analysis.rdf import default_r_max, first_minimum, rdf
 from cgkd.io.atomic import write_text
