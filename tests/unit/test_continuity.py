@@ -29,7 +29,9 @@ def test_aa_file_v1():
 def test_cg_file_v1_with_labels_reads_and_upgrades(tmp_path):
     cg = read_cg(V1 / "cg.h5")
     top = cg.topology
-    assert cg.n_frames == 3 and top.n_particles == cg.n_beads and top.molecule_names
+    assert cg.n_frames == 3 and top.n_particles == cg.n_beads == 60 and top.type_names == ("W",)
+    assert top.molecules.tolist() == list(range(60)) and top.molecule_names == ("HOH",) * 60
+    np.testing.assert_allclose(top.masses, 18.015, atol=0.01)
     assert read_topology(V1 / "cg.h5").same_as(top)
     lab = read_labels(V1 / "cg.h5", [keys.MEAN_FORCES, keys.MEMBER_FORCES])
     assert lab[keys.MEAN_FORCES].shape == cg.forces.shape and lab[keys.MEMBER_FORCES].shape[1:] == cg.forces.shape
@@ -39,6 +41,21 @@ def test_cg_file_v1_with_labels_reads_and_upgrades(tmp_path):
     back = read_cg(tmp_path / "cg.h5")
     assert back.topology.same_as(top)
     np.testing.assert_array_equal(back.positions, cg.positions)
+
+
+def test_bonded_cg_file_v1_keeps_its_topology():
+    """reline two_bead_choline mapped by cgkd 0.1: 30 choline molecules of two bonded beads, 120 molecules."""
+    cg = read_cg(V1 / "cg_bonded.h5")
+    top = cg.topology
+    assert cg.n_beads == 150 and top.n_molecules == 120 and list(top.type_names) == ["NC3", "COH", "CL", "URE"]
+    assert len(top.bonds) == 30 and top.bonds[:3].tolist() == [[0, 1], [2, 3], [4, 5]]
+    assert top.molecules[:6].tolist() == [0, 0, 1, 1, 2, 2] and len(top.angles) == 0
+    np.testing.assert_allclose(top.masses[:2], [59.112, 45.0614], atol=1e-3)
+    # the bonds are real: each NC3-COH pair sits at a chemical distance (nm)
+    from cgkd import geometry
+
+    r = geometry.distances(cg.positions[0], top.bonds, cg.box[0])
+    assert 0.2 < r.min() and r.max() < 0.5
 
 
 def test_mapping_v1_matches_a_fresh_mapping_of_the_same_aa_file():
