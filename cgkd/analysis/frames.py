@@ -87,7 +87,10 @@ def _from_run_dir(path: Path) -> List[Frames]:
     import mdtraj
 
     topology = Topology.from_json((path / "system.json").read_text(), str(path / "system.json"))
-    summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").is_file() else {}
+    if not (path / "summary.json").is_file():
+        raise ValueError(f"{path} has no summary.json: the CG MD run did not finish (killed or still running); "
+                         "rerun cgkd simulate into it, or compare the replicas of a finished run")
+    summary = json.loads((path / "summary.json").read_text())
     dt = summary.get("timestep_ps", 0) * summary.get("report_interval", 0) or None
     out = []
     for dcd in sorted(path.glob("replica_*.dcd"), key=lambda p: int(p.stem.split("_")[1])):

@@ -59,6 +59,14 @@ def test_replicas_run_and_write_readable_outputs(tmp_path, artefact):
     assert np.abs(a - b).max() > 1e-3
     info = json.loads((out / "system.json").read_text())
     assert info["types"] == [0, 1] * 32 and info["type_names"] == TYPES
+    # the analysis reads the finished run, and refuses it once its summary is gone (a killed run has none)
+    from cgkd.analysis import load_frames
+
+    segments = load_frames(out)
+    assert len(segments) == 2 and segments[0].dt == pytest.approx(0.2) and segments[0].n_frames == 4
+    (out / "summary.json").unlink()
+    with pytest.raises(ValueError, match="has no summary.json: the CG MD run did not finish"):
+        load_frames(out)
 
 
 def test_failing_replica_stops_and_others_go_on(tmp_path, artefact):
