@@ -223,6 +223,59 @@ def timestep_probe(models: Dict[str, object], cg_path, timesteps: Sequence[float
     return rows
 
 
+def large_box(spec_name: str, units_count: int, models: Dict[str, object], steps: int = 10) -> dict:
+    """AA and CG MD on one large box: the spec's quick protocol with ``units_count`` formula units, minimised
+    briefly, its CG positions from the spec's default mapping; ms/step and ns/day of AA and of each CG model."""
+    import dataclasses
+
+    import openmm
+
+    from cgkd.aa.build import build, make_integrator
+    from cgkd.io.spec import load_spec
+    from cgkd.mapping import Mapping
+    from cgkd.nn.native import NativeModel
+    from cgkd.openmm.native import native_system
+    from cgkd.openmm.system import create_system
+
+    spec = load_spec(spec_name)
+    quick = spec.size("quick")
+    spec = dataclasses.replace(spec, sizes={**spec.sizes, "large": dataclasses.replace(
+        quick, units=int(units_count), minimize_iterations=100)})
+    t0 = time.perf_counter()
+    aa = build(spec, "large", seed=0, platform=PLATFORM)
+    build_s = time.perf_counter() - t0
+    integ = make_integrator(aa.spec, 0)
+    props = {"Threads": "1"} if PLATFORM == "CPU" else {}
+    ctx = openmm.Context(aa.system, integ, openmm.Platform.getPlatformByName(PLATFORM), props)
+    ctx.setPeriodicBoxVectors(*aa.box)
+    ctx.setPositions(aa.positions)
+    ctx.setVelocitiesToTemperature(aa.spec.temperature, 0)
+    integ.step(2)
+    t0 = time.perf_counter()
+    integ.step(steps)
+    ctx.getState(getEnergy=True)
+    aa_ms = 1e3 * (time.perf_counter() - t0) / steps
+    dt_aa = integ.getStepSize().value_in_unit(openmm.unit.picosecond)
+    masses = np.array([aa.system.getParticleMass(k)._value for k in range(aa.system.getNumParticles())])
+    mapping = Mapping.from_spec(aa.topology, spec.mapping(), masses=masses)
+    cg_pos = mapping.map_positions(aa.positions[None], aa.box[None])[0]
+    top = mapping.topology()
+    out = {"n_atoms": aa.system.getNumParticles(), "n_beads": top.n_particles, "build_s": build_s,
+           "aa": {"ms_per_step": aa_ms, "timestep_ps": dt_aa, "ns_per_day": dt_aa * 1e-3 / (aa_ms * 1e-3) * 86400.0}}
+    print(f"  large box: {out['n_atoms']} atoms, {out['n_beads']} beads; AA {aa_ms:.1f} ms/step", flush=True)
+    for label, model in models.items():
+        if isinstance(model, NativeModel):
+            system = native_system(model, top, box=aa.box)
+        else:
+            system = create_system(model, top, box=aa.box, backend="torch")
+        ms = ms_per_step(system, cg_pos, aa.box, steps, PLATFORM, dt=0.004, temperature=aa.spec.temperature)
+        out[label] = {"ms_per_step": ms, "ns_per_day_at_4fs": 0.004e-3 / (ms * 1e-3) * 86400.0,
+                      "x_aa_per_step_at_4fs": (0.004 / ms) / (dt_aa / aa_ms)}
+        print(f"  large box {label}: {ms:.1f} ms/step, {out[label]['x_aa_per_step_at_4fs']:.1f}x AA at 4 fs",
+              flush=True)
+    return out
+
+
 def scaling(model, data, reps_list: Sequence[int]) -> list:
     from cgkd.openmm.native import native_system
     from cgkd.topology import Topology
@@ -249,6 +302,9 @@ def main(argv=None) -> int:
                         help="time steps (ps) of the probe instead of the preset's")
     parser.add_argument("--models", nargs="+", default=None, choices=["native", "native_mscg", "native_powers", "student"],
                         help="models of the time-step probe (default all)")
+    parser.add_argument("--large-units", type=int, default=0, metavar="N",
+                        help="also build an AA box of N formula units (2500 for >= 10k reline beads) and time AA and "
+                             "the CG models on it (a few minutes of building; default off)")
     parser.add_argument("--ps", type=float, default=None,
                         help="simulated ps per replica in the time-step probe, for every model (default: the preset's)")
     parser.add_argument("--platform", default="CPU", choices=["CPU", "CUDA", "OpenCL", "Reference"],
@@ -327,12 +383,18 @@ def main(argv=None) -> int:
                 ps = {k: float(args.ps) for k in ps}
             result["timestep"] = timestep_probe(models, cg_path, args.timesteps or p.timesteps, p.ts_replicas, ps,
                                                 Path(tmp))
+    if args.large_units:
+        big = {"native": native}
+        if fast is not None:
+            big["native_powers"] = fast
+        big["student"] = load_potential_artefact(student_pt)
+        result["large_box"] = large_box(args.spec, args.large_units, big)
     if "scaling" not in args.skip:
         result["scaling"] = {"native": scaling(native, data, p.scaling_reps)}
         if fast is not None:
             result["scaling"]["native_powers"] = scaling(fast, data, p.scaling_reps)
     name = f"native_speed_{args.preset}_{PLATFORM.lower()}" + ("_" + "_".join(args.skip) if args.skip else "") + (
-        "_" + "_".join(args.models) if args.models else "")
+        "_" + "_".join(args.models) if args.models else "") + (f"_large{args.large_units}" if args.large_units else "")
     out = save_result(name.replace("-", "_"), result, args.out)
     if "table" in result and "timestep" in result:
         png = Path(args.out or "docs/benchmarks") / f"{name}.png"
