@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cgkd import __version__
 
     parser.add_argument("--version", action="version", version=f"cgkd {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb in VERBS:
         try:
@@ -39,8 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"cgkd {args.verb}: error: {exc}", file=sys.stderr)
+    except (ValueError, KeyError, OSError) as exc:  # bad input, unknown names, and file/OS errors on user paths
+        if args.debug:
+            raise
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror and exc.filename else exc
+        where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+        print(f"cgkd {args.verb}: error: {detail}{where} (--debug shows the traceback)", file=sys.stderr)
         return 2
 
 

@@ -84,3 +84,23 @@ def test_cli_choices_match_the_library():
 
     assert distill.FORCE_TARGETS == students.FORCE_TARGETS
     assert distill.ENERGY_TARGETS == students.ENERGY_TARGETS
+
+
+def test_cli_turns_os_errors_into_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    from cgkd.cli.main import main
+
+    import shutil
+    from pathlib import Path
+
+    cg = tmp_path / "cg.h5"
+    shutil.copyfile(Path(__file__).parents[1] / "data" / "v1" / "cg.h5", cg)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    # an output folder under a regular file: an OSError from the file system, reported in one line
+    argv = ["distill", str(cg), "--student", "native", "--force-target", "mapped", "--out", str(blocker / "sub")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cgkd distill: error:") and str(blocker) in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    with pytest.raises(OSError):
+        main(["--debug"] + argv)
