@@ -126,12 +126,18 @@ def encodings(model, data, p: NativePreset) -> list:
 
 def aa_rate(spec: str, size: str, steps: int) -> dict:
     """AA ns/day with one CPU thread and the spec's integrator."""
-    import openmm
-
-    from cgkd.aa.build import build, make_integrator
+    from cgkd.aa.build import build
     from cgkd.io.spec import load_spec
 
-    aa = build(load_spec(spec), size, seed=0)
+    return _time_aa(build(load_spec(spec), size, seed=0), steps, warmup=20)
+
+
+def _time_aa(aa, steps: int, warmup: int) -> dict:
+    """ms/step and ns/day of a built AA system (``cgkd.aa.build``) with the spec's integrator on ``PLATFORM``."""
+    import openmm
+
+    from cgkd.aa.build import make_integrator
+
     integ = make_integrator(aa.spec, 0)
     props = {"Threads": "1"} if PLATFORM == "CPU" else {}
     ctx = openmm.Context(aa.system, integ, openmm.Platform.getPlatformByName(PLATFORM), props)
@@ -139,7 +145,7 @@ def aa_rate(spec: str, size: str, steps: int) -> dict:
         ctx.setPeriodicBoxVectors(*aa.box)
     ctx.setPositions(aa.positions)
     ctx.setVelocitiesToTemperature(aa.spec.temperature, 0)
-    integ.step(20)
+    integ.step(warmup)
     t0 = time.perf_counter()
     integ.step(steps)
     ctx.getState(getEnergy=True)
@@ -228,9 +234,8 @@ def large_box(spec_name: str, units_count: int, models: Dict[str, object], steps
     briefly, its CG positions from the spec's default mapping; ms/step and ns/day of AA and of each CG model."""
     import dataclasses
 
-    import openmm
 
-    from cgkd.aa.build import build, make_integrator
+    from cgkd.aa.build import build
     from cgkd.io.spec import load_spec
     from cgkd.mapping import Mapping
     from cgkd.nn.native import NativeModel
@@ -244,24 +249,14 @@ def large_box(spec_name: str, units_count: int, models: Dict[str, object], steps
     t0 = time.perf_counter()
     aa = build(spec, "large", seed=0, platform=PLATFORM)
     build_s = time.perf_counter() - t0
-    integ = make_integrator(aa.spec, 0)
-    props = {"Threads": "1"} if PLATFORM == "CPU" else {}
-    ctx = openmm.Context(aa.system, integ, openmm.Platform.getPlatformByName(PLATFORM), props)
-    ctx.setPeriodicBoxVectors(*aa.box)
-    ctx.setPositions(aa.positions)
-    ctx.setVelocitiesToTemperature(aa.spec.temperature, 0)
-    integ.step(2)
-    t0 = time.perf_counter()
-    integ.step(steps)
-    ctx.getState(getEnergy=True)
-    aa_ms = 1e3 * (time.perf_counter() - t0) / steps
-    dt_aa = integ.getStepSize().value_in_unit(openmm.unit.picosecond)
+    aa_rate_row = _time_aa(aa, steps, warmup=2)
+    aa_ms, dt_aa = aa_rate_row["ms_per_step"], aa_rate_row["timestep_ps"]
     masses = np.array([aa.system.getParticleMass(k)._value for k in range(aa.system.getNumParticles())])
     mapping = Mapping.from_spec(aa.topology, spec.mapping(), masses=masses)
     cg_pos = mapping.map_positions(aa.positions[None], aa.box[None])[0]
     top = mapping.topology()
     out = {"n_atoms": aa.system.getNumParticles(), "n_beads": top.n_particles, "build_s": build_s,
-           "aa": {"ms_per_step": aa_ms, "timestep_ps": dt_aa, "ns_per_day": dt_aa * 1e-3 / (aa_ms * 1e-3) * 86400.0}}
+           "aa": aa_rate_row}
     print(f"  large box: {out['n_atoms']} atoms, {out['n_beads']} beads; AA {aa_ms:.1f} ms/step", flush=True)
     for label, model in models.items():
         if isinstance(model, NativeModel):

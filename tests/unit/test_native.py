@@ -118,6 +118,12 @@ def test_fit_with_priors_on_a_bonded_system_runs_md():
     data = CGData(frames[:40], forces, np.tile(box, (40, 1, 1)), top, temperature=300.0)
     fitted = fit_native(data, cutoff=1.0, target="model")
     assert set(fitted.bonded_priors) == {"bonds", "angles"}
+    # the frames scatter around A-B bonds of 0.30 and 0.304 nm at a right angle: the Boltzmann-inverted priors
+    # sit there, and the pair tables then reproduce the model's forces (they are in the model's function space)
+    (bond,), (angle,) = fitted.bonded_priors["bonds"], fitted.bonded_priors["angles"]
+    assert bond["r0"] == pytest.approx(0.3, abs=0.02) and angle["theta0"] == pytest.approx(np.pi / 2, abs=0.1)
+    fit = fitted.provenance["fit"]
+    assert fit["train_rmse"] < 0.2 * fit["target_rms"]
     system = native_system(fitted, top, box=box)
     integ = openmm.LangevinMiddleIntegrator(300, 5.0, 0.004)
     ctx = openmm.Context(system, integ, openmm.Platform.getPlatformByName("Reference"))
