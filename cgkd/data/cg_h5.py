@@ -197,6 +197,29 @@ def n_frames(path: str | Path) -> int:
         return int(h5[keys.POSITIONS].shape[0])
 
 
+def data_digest(data: CGData) -> str:
+    """``"sha256:<hex>"`` of what defines a dataset: positions, forces, box, time, topology and temperature
+    (not its labels, not its free-form attrs)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for arr in (data.positions, data.forces, data.box, data.time):
+        if arr is None:
+            h.update(b"none")
+        else:
+            arr = np.ascontiguousarray(arr)
+            h.update(f"{arr.dtype.str}{arr.shape}".encode())
+            h.update(arr.tobytes())
+    h.update(data.topology.to_json().encode())
+    h.update(repr(float(data.temperature)).encode())
+    return "sha256:" + h.hexdigest()
+
+
+def content_digest(path: str | Path) -> str:
+    """:func:`data_digest` of the dataset in ``path``: unchanged when labels are added to the file."""
+    return data_digest(read_cg(path))
+
+
 # ---------------------------------------------------------------------- the labels group
 def write_labels(path: str | Path, arrays: Dict[str, np.ndarray], attrs: Dict[str, object]) -> None:
     """(Re)write the group ``labels`` of a CG dataset atomically.
@@ -246,5 +269,5 @@ def read_labels(path: str | Path, names: Optional[Sequence[str]] = None) -> Dict
     return out
 
 
-__all__ = ["CGData", "FORMAT", "FORMAT_VERSION", "has_labels", "labels_attrs", "n_frames", "read_cg", "read_labels",
+__all__ = ["CGData", "FORMAT", "FORMAT_VERSION", "content_digest", "data_digest", "has_labels", "labels_attrs", "n_frames", "read_cg", "read_labels",
            "read_topology", "write_cg", "write_labels"]

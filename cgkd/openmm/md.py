@@ -11,13 +11,23 @@ more robust). Output of one run (``out_dir``):
 - ``replica_<k>.dcd``: positions (not wrapped) every ``report_interval`` steps;
 - ``replica_<k>_energy.csv``: step, time (ps), potential and kinetic energy (kJ/mol), temperature (K);
 - ``replica_<k>_last_good.pdb``: the last frame that passed all checks;
-- ``summary.json``: per replica survived / failure reason / time to failure, steps/s and ns/day.
+- ``replica_<k>_state.json``: the replica's checkpoint (an OpenMM checkpoint with the integrator's random
+  state, the byte lengths of its DCD and CSV at that step, its record); a rerun truncates both files to those
+  lengths and continues, so the resumed trajectory is the uninterrupted one, frame for frame;
+- ``provenance.json``: digests of the model and the CG data, and the settings: a rerun with other ones is
+  refused;
+- ``summary.json``: written last; per replica survived / failure reason / time to failure, steps/s and ns/day.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import json
+import os
+import shutil
+import struct
 import time
 from pathlib import Path
 from typing import Optional
@@ -28,9 +38,12 @@ import openmm.app as app
 import openmm.unit as u
 import torch
 
-from cgkd import geometry, units
-from cgkd.data.cg_h5 import CGData, read_cg
+from cgkd import geometry, seeds, units
+from cgkd.data.cg_h5 import CGData, data_digest, read_cg
+from cgkd.io import provenance
 from cgkd.io.atomic import atomic_path, write_text
+from cgkd.io.provenance import file_digest, settings_digest
+from cgkd.progress import note, progress as progress_bar
 from cgkd.nn.native import NativeModel, is_native_file, load_native
 from cgkd.openmm.native import native_system
 from cgkd.openmm.system import as_artefact, create_system
@@ -95,6 +108,19 @@ def _check(energy: float, forces: np.ndarray, pos: np.ndarray, box, types, thres
     return None
 
 
+def _model_digest(artefact, native) -> str:
+    if isinstance(artefact, (str, Path)):
+        return file_digest(artefact)
+    if isinstance(native, NativeModel):
+        return settings_digest(native.to_dict())
+    module, metadata = artefact
+    h = hashlib.sha256(json.dumps(metadata, sort_keys=True, default=str).encode())
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return "sha256:" + h.hexdigest()
+
+
 def run_cg_md(
     artefact,
     cg_data_or_start_frames,
@@ -106,14 +132,16 @@ def run_cg_md(
     friction: float = 1.0,
     temperature: Optional[float] = None,
     report_interval: int = 100,
+    checkpoint_interval: Optional[int] = None,
     backend: Optional[str] = None,
     platform: Optional[str] = None,
     seed: int = 0,
     min_distance=None,
     progress: bool = True,
     torch_threads: Optional[int] = 1,
+    resume: bool = True,
 ) -> dict:
-    """Run ``n_replicas`` independent CG Langevin trajectories from mapped AA frames.
+    """Run ``n_replicas`` independent CG Langevin trajectories from mapped AA frames; resumable.
 
     Parameters
     ----------
@@ -135,21 +163,32 @@ def run_cg_md(
         Default: the CG data's temperature.
     report_interval : int
         Steps between saved frames and stability checks.
+    checkpoint_interval : int, optional
+        Steps between checkpoints of each replica (rounded up to a multiple of ``report_interval``);
+        default 10 report intervals. A killed run loses at most this much per replica.
     backend : {"torch", "python", None}
     platform : str, optional
-        OpenMM platform name (default: OpenMM's fastest).
+        OpenMM platform name (default: OpenMM's fastest). A resumed replica must use the platform it
+        started on (OpenMM checkpoints are platform-specific).
     seed : int
-        Replica k uses seed + k for velocities and the integrator.
+        Replica k uses ``cgkd.seeds.openmm_seed(seed, k)`` for velocities and the integrator: the same
+        seed gives the same trajectories on every run (0 included, which OpenMM would read as "random").
     min_distance : float or np.ndarray (n_types, n_types), nm, optional
         Collapse threshold; default ``MIN_DISTANCE_FACTOR`` x the smallest mapped-AA distance per
         type pair. ``0`` switches the check off.
     progress : bool
-        Show a tqdm bar per replica.
+        Report progress per replica (a bar in a terminal, periodic lines otherwise).
     torch_threads : int or None
         torch intra-op threads while the replicas run (restored afterwards). The default 1 is fastest for CG
         models of a few hundred beads and avoids the large slow-down of several threads spinning on a loaded
         machine (measured: 6 ms per force call with 1 thread, 128 ms with 2 while another process held a core);
         None leaves torch's setting.
+    resume : bool
+        True (default): continue the unfinished replicas of an earlier run with the same model, data and
+        settings into ``out_dir`` from their checkpoints, without duplicating frames, and skip finished ones;
+        a folder made from other inputs or settings is refused (:class:`cgkd.io.provenance.ProvenanceError`).
+        False: start over in a staging folder next to ``out_dir`` that replaces it only once the new run
+        has finished (the old result stays intact until then).
 
     Returns
     -------
@@ -160,13 +199,19 @@ def run_cg_md(
     if not isinstance(data, CGData):
         raise ValueError(f"cg_data_or_start_frames must be a CGData or a CG dataset path, got {type(data).__name__}")
     for name, value in (("n_replicas", n_replicas), ("steps", steps), ("report_interval", report_interval)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if checkpoint_interval is None:
+        checkpoint_interval = 10 * report_interval
+    if isinstance(checkpoint_interval, bool) or not isinstance(checkpoint_interval, (int, np.integer)) or checkpoint_interval < 1:
+        raise ValueError(f"checkpoint_interval must be a positive integer (steps), got {checkpoint_interval!r}")
+    ckpt_reports = max(1, -(-int(checkpoint_interval) // int(report_interval)))
+    seeds.openmm_seed(seed)  # type check
     friction = float(units.strip(friction, 1 / units.TIME, "friction"))
-    if friction < 0:
+    if not np.isfinite(friction) or friction < 0:
         raise ValueError(f"friction must be >= 0 (1/ps), got {friction}")
     temperature = float(units.strip(temperature if temperature is not None else data.temperature, units.TEMPERATURE, "temperature"))
-    if not temperature > 0:
+    if not (np.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be positive (K), got {temperature}")
     native = load_native(artefact) if isinstance(artefact, (str, Path)) and is_native_file(artefact) else artefact
     if isinstance(native, NativeModel):
@@ -175,7 +220,7 @@ def run_cg_md(
         module, metadata = as_artefact(artefact)
         names, dtype, model_kind = list(metadata["type_names"]), metadata["dtype"], "neural"
     timestep = DEFAULT_TIMESTEP[model_kind] if timestep is None else float(units.strip(timestep, units.TIME, "timestep"))
-    if not timestep > 0:
+    if not (np.isfinite(timestep) and timestep > 0):
         raise ValueError(f"timestep must be positive (ps), got {timestep}")
     types = data.topology.type_indices(names, "the potential")
     n = data.n_beads
@@ -185,11 +230,27 @@ def run_cg_md(
         threshold = MIN_DISTANCE_FACTOR * np.where(np.isfinite(aa_min), aa_min, 0.0)
     else:
         threshold = np.broadcast_to(np.asarray(min_distance, dtype=np.float64), (n_types, n_types)).copy()
+        if not np.all(np.isfinite(threshold)) or np.any(threshold < 0):
+            raise ValueError(f"min_distance must be >= 0 nm (0: no collapse check), got {min_distance!r}")
     if not np.any(threshold > 0):
         threshold = None
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir)
+    if final.exists() and not final.is_dir():
+        raise ValueError(f"out_dir {str(final)!r} exists and is not a folder")
+    settings = {"n_replicas": int(n_replicas), "steps": int(steps), "timestep_ps": timestep, "friction_per_ps": friction,
+                "temperature_K": temperature, "report_interval": int(report_interval),
+                "checkpoint_reports": ckpt_reports, "seed": int(seed), "backend": backend, "platform": platform,
+                "min_distance_nm": None if threshold is None else np.round(threshold, 9).tolist()}
+    rec = provenance.record("cgmd", {"model": _model_digest(artefact, native), "cg": data_digest(data)}, settings)
+    out = final if resume else final.parent / f".{final.name}.new"
+    if not resume and out.exists():
+        shutil.rmtree(out)
+    previous = provenance.check_or_stamp(out, rec, how_to_redo="pass resume=False (cgkd simulate --no-resume) to redo it")
+    if previous is not None and (out / "summary.json").is_file():
+        if progress:
+            note(f"cgkd simulate: {out} is finished (same model, data and settings); returning its summary")
+        return json.loads((out / "summary.json").read_text())
     topology = data.openmm_topology()
     write_text(out / "system.json", data.topology.to_json())
     with atomic_path(out / "topology.pdb", suffix=".pdb") as tmp, open(tmp, "w") as fh:
@@ -211,8 +272,8 @@ def run_cg_md(
         for k in range(n_replicas):
             replicas.append(_run_replica(k, system, topology, data, int(starts[k]), types, threshold, out, steps=steps,
                                          timestep=timestep, friction=friction, temperature=temperature, kt=kt,
-                                         report_interval=report_interval, platform=plat, seed=seed + k,
-                                         progress=progress))
+                                         report_interval=report_interval, ckpt_reports=ckpt_reports, platform=plat,
+                                         seed=int(seed), progress=progress))
     finally:
         torch.set_num_threads(old_threads)
     total_steps = sum(r["steps_done"] for r in replicas)
@@ -225,6 +286,7 @@ def run_cg_md(
         "friction_per_ps": friction,
         "temperature_K": temperature,
         "report_interval": report_interval,
+        "seed": int(seed),
         "n_beads": n,
         "model": model_kind,
         "backend": "native" if model_kind == "native" else (
@@ -234,41 +296,123 @@ def run_cg_md(
         "min_distance_nm": None if threshold is None else threshold.tolist(),
         "steps_per_s": total_steps / total_wall if total_wall > 0 else None,
         "ns_per_day": total_steps * timestep * 1e-3 / total_wall * 86400.0 if total_wall > 0 else None,
+        "resumed_replicas": sum(1 for r in replicas if r.get("resumed")),
         "replicas": replicas,
     }
     write_text(out / "summary.json", json.dumps(summary, indent=1))
+    if out != final:
+        _swap_in(out, final)
     return summary
 
 
-def _run_replica(k, system, topology, data, start, types, threshold, out, *, steps, timestep, friction, temperature,
-                 kt, report_interval, platform, seed, progress) -> dict:
-    from tqdm.auto import tqdm
+def _swap_in(new: Path, final: Path) -> None:
+    """Replace folder ``final`` with the finished folder ``new`` (the old one is removed only after the rename)."""
+    old = final.parent / f".{final.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    if old.exists():
+        shutil.rmtree(old)
 
+
+def _state_path(out: Path, k: int) -> Path:
+    return out / f"replica_{k}_state.json"
+
+
+def _truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.truncate(size)
+
+
+def _set_dcd_frames(path: Path, n_frames: int, first_step: int, interval: int) -> None:
+    """Rewrite the frame count (and last step) in a DCD header after truncating it to ``n_frames``."""
+    with open(path, "r+b") as fh:
+        fh.seek(8)
+        fh.write(struct.pack("<i", int(n_frames)))
+        fh.seek(20)
+        fh.write(struct.pack("<i", int(first_step + max(n_frames - 1, 0) * interval)))
+
+
+#: Force evaluations before the first step of a context. TorchScript optimises a module after its first calls,
+#: and the optimised graph rounds differently in the last bits (measured: 2e-6 kJ/mol/nm on the first call, then
+#: identical); warming every context up the same way makes a resumed replica continue bit for bit.
+WARM_UP_CALLS = 3
+
+
+def _warm_up(ctx) -> None:
+    for _ in range(WARM_UP_CALLS):
+        ctx.getState(getForces=True)
+
+
+def _run_replica(k, system, topology, data, start, types, threshold, out, *, steps, timestep, friction, temperature,
+                 kt, report_interval, ckpt_reports, platform, seed, progress) -> dict:
+    state_path = _state_path(out, k)
+    saved = json.loads(state_path.read_text()) if state_path.is_file() else None
+    if saved is not None and saved.get("finished"):
+        return saved["record"]
+    rseed = seeds.openmm_seed(seed, k)
     integrator = openmm.LangevinMiddleIntegrator(temperature * u.kelvin, friction / u.picosecond, timestep * u.picosecond)
-    integrator.setRandomNumberSeed(seed)
+    integrator.setRandomNumberSeed(rseed)
     ctx = openmm.Context(system, integrator) if platform is None else openmm.Context(system, integrator, platform)
     box = None if data.box is None else np.asarray(data.box[start], dtype=np.float64)
-    if box is not None:
-        ctx.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
-    ctx.setPositions(data.positions[start].astype(np.float64) * u.nanometer)
-    ctx.setVelocitiesToTemperature(temperature * u.kelvin, seed)
     n = data.n_beads
     dof = degrees_of_freedom(system)
-    state = ctx.getState(getEnergy=True, getPositions=True)
-    e0 = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
-    record = {"replica": k, "start_frame": start, "seed": seed, "platform": ctx.getPlatform().getName(),
-              "initial_energy_kJ_mol": e0, "survived": True, "failure": None, "time_to_failure_ps": None}
     dcd_path, csv_path = out / f"replica_{k}.dcd", out / f"replica_{k}_energy.csv"
+    if saved is not None and dcd_path.is_file() and csv_path.is_file():
+        if saved["record"]["platform"] != ctx.getPlatform().getName():
+            raise ValueError(
+                f"replica {k} in {out} started on the {saved['record']['platform']} platform and cannot resume on "
+                f"{ctx.getPlatform().getName()} (OpenMM checkpoints are platform-specific); pass that platform, "
+                "or start over with resume=False (cgkd simulate --no-resume)")
+        ctx.loadCheckpoint(base64.b64decode(saved["checkpoint"]))
+        _warm_up(ctx)
+        record, done, wall0 = saved["record"], int(saved["steps_done"]), float(saved["wall_s"])
+        _truncate(dcd_path, int(saved["dcd_bytes"]))
+        _truncate(csv_path, int(saved["csv_bytes"]))
+        _set_dcd_frames(dcd_path, done // report_interval, 0, report_interval)
+        e0 = record["initial_energy_kJ_mol"]
+        state = ctx.getState(getPositions=True)
+        record["resumed"] = True
+        if progress:
+            note(f"replica {k}: resuming from {state_path.name} at step {done} of {steps}")
+        append = True
+    else:
+        if box is not None:
+            ctx.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
+        ctx.setPositions(data.positions[start].astype(np.float64) * u.nanometer)
+        ctx.setVelocitiesToTemperature(temperature * u.kelvin, rseed)
+        _warm_up(ctx)
+        state = ctx.getState(getEnergy=True, getPositions=True)
+        e0 = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+        record = {"replica": k, "start_frame": start, "seed": seed, "openmm_seed": rseed,
+                  "platform": ctx.getPlatform().getName(), "initial_energy_kJ_mol": e0, "survived": True,
+                  "failure": None, "time_to_failure_ps": None}
+        done, wall0, append = 0, 0.0, False
     last_good = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
-    done = 0
     t0 = time.perf_counter()
-    with open(dcd_path, "wb") as dcd_fh, open(csv_path, "w", newline="") as csv_fh:
-        dcd = app.DCDFile(dcd_fh, topology, timestep * u.picosecond, 0, report_interval)
+    with open(dcd_path, "r+b" if append else "wb") as dcd_fh, open(csv_path, "a" if append else "w", newline="") as csv_fh:
+        dcd = app.DCDFile(dcd_fh, topology, timestep * u.picosecond, 0, report_interval, append=append)
         writer = csv.writer(csv_fh)
-        writer.writerow(["step", "time_ps", "potential_kJ_mol", "kinetic_kJ_mol", "temperature_K"])
-        bar = tqdm(total=steps, desc=f"replica {k}", disable=not progress, leave=False)
+        if not append:
+            writer.writerow(["step", "time_ps", "potential_kJ_mol", "kinetic_kJ_mol", "temperature_K"])
+
+        def checkpoint(finished: bool) -> None:
+            dcd_fh.flush()
+            csv_fh.flush()
+            rec = dict(record, steps_done=done, wall_s=wall0 + time.perf_counter() - t0)
+            payload = {"steps_done": done, "wall_s": rec["wall_s"], "dcd_bytes": dcd_fh.tell(),
+                       "csv_bytes": csv_fh.tell(), "record": rec, "finished": finished,
+                       "checkpoint": None if finished else base64.b64encode(ctx.createCheckpoint()).decode()}
+            write_text(state_path, json.dumps(payload))
+
+        bar = progress_bar(steps, f"replica {k}", unit="step", initial=done, enabled=progress, leave=False)
         if not np.isfinite(e0):
             record.update(survived=False, failure="non-finite potential energy at the start frame", time_to_failure_ps=0.0)
+        elif not append:
+            checkpoint(False)
+        reports = 0
         while record["survived"] and done < steps:
             chunk = min(report_interval, steps - done)
             try:
@@ -291,18 +435,22 @@ def _run_replica(k, system, topology, data, start, types, threshold, out, *, ste
             last_good = pos
             dcd.writeModel(pos * u.nanometer, periodicBoxVectors=None if cur_box is None else cur_box * u.nanometer)
             writer.writerow([done, done * timestep, epot, ekin, 2 * ekin / (dof * units.KB)])
+            reports += 1
+            if reports % ckpt_reports == 0 and done < steps:
+                checkpoint(False)
         bar.close()
-    wall = time.perf_counter() - t0
-    with atomic_path(out / f"replica_{k}_last_good.pdb", suffix=".pdb") as tmp, open(tmp, "w") as fh:
-        app.PDBFile.writeFile(topology, np.asarray(last_good) * u.nanometer, fh)
-    record.update(
-        steps_done=done,
-        simulated_ps=done * timestep,
-        wall_s=wall,
-        steps_per_s=done / wall if wall > 0 else None,
-        ns_per_day=done * timestep * 1e-3 / wall * 86400.0 if wall > 0 else None,
-        trajectory=dcd_path.name,
-        energies=csv_path.name,
-    )
+        wall = wall0 + time.perf_counter() - t0
+        with atomic_path(out / f"replica_{k}_last_good.pdb", suffix=".pdb") as tmp, open(tmp, "w") as fh:
+            app.PDBFile.writeFile(topology, np.asarray(last_good) * u.nanometer, fh)
+        record.update(
+            steps_done=done,
+            simulated_ps=done * timestep,
+            wall_s=wall,
+            steps_per_s=done / wall if wall > 0 else None,
+            ns_per_day=done * timestep * 1e-3 / wall * 86400.0 if wall > 0 else None,
+            trajectory=dcd_path.name,
+            energies=csv_path.name,
+        )
+        checkpoint(True)
     del ctx, integrator
     return record

@@ -146,3 +146,87 @@ def test_degrees_of_freedom_count_the_centre_of_mass_only_when_it_is_fixed():
     assert degrees_of_freedom(s) == 8
     s.addForce(openmm.CMMotionRemover())
     assert degrees_of_freedom(s) == 5
+
+
+def _xyz(out, k):
+    return mdtraj.load(out / f"replica_{k}.dcd", top=out / "topology.pdb").xyz
+
+
+def _energies(out, k):
+    return [r for r in csv.reader(open(out / f"replica_{k}_energy.csv"))]
+
+
+def test_seed_zero_is_reproducible_and_recorded(tmp_path, artefact):
+    data = _data()
+    kw = dict(n_replicas=1, steps=60, report_interval=20, timestep=0.004, backend="torch", platform="Reference",
+              seed=0, min_distance=0.25, progress=False)
+    a = run_cg_md(artefact, data, tmp_path / "a", **kw)
+    b = run_cg_md(artefact, data, tmp_path / "b", **kw)
+    np.testing.assert_array_equal(_xyz(tmp_path / "a", 0), _xyz(tmp_path / "b", 0))
+    assert a["seed"] == 0 and a["replicas"][0]["seed"] == 0 and a["replicas"][0]["openmm_seed"] > 0
+
+
+def test_rerun_returns_finished_run_and_refuses_other_settings(tmp_path, artefact):
+    data = _data()
+    kw = dict(n_replicas=1, steps=40, report_interval=20, timestep=0.004, backend="torch", platform="Reference",
+              min_distance=0.25, progress=False)
+    first = run_cg_md(artefact, data, tmp_path / "r", **kw)
+    mtime = (tmp_path / "r" / "replica_0.dcd").stat().st_mtime_ns
+    again = run_cg_md(artefact, data, tmp_path / "r", **kw)
+    assert again == first and (tmp_path / "r" / "replica_0.dcd").stat().st_mtime_ns == mtime
+    from cgkd.io.provenance import ProvenanceError
+
+    with pytest.raises(ProvenanceError, match="setting steps: 40 -> 80"):
+        run_cg_md(artefact, data, tmp_path / "r", **{**kw, "steps": 80})
+    other = _data(n_frames=4)
+    with pytest.raises(ProvenanceError, match="input cg"):
+        run_cg_md(artefact, other, tmp_path / "r", **kw)
+    # --no-resume redoes it; the old folder stays until the new run has finished
+    redone = run_cg_md(artefact, data, tmp_path / "r", **{**kw, "steps": 80}, resume=False)
+    assert redone["steps"] == 80 and json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 80
+    assert not (tmp_path / ".r.new").exists() and not (tmp_path / ".r.old").exists()
+
+
+def test_killed_run_resumes_to_the_uninterrupted_trajectory(tmp_path, artefact):
+    """SIGKILL a ``cgkd simulate`` at some moment, rerun it: the same frames and energies as a run never killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_cg(tmp_path / "cg.h5", _data())
+    args = [str(artefact), str(tmp_path / "cg.h5"), "--replicas", "2", "--steps", "1500", "--report-interval", "10",
+            "--checkpoint-interval", "30", "--timestep", "0.004", "--platform", "Reference", "--backend", "torch",
+            "--min-distance", "0.25", "--no-progress"]
+    cmd = [sys.executable, "-m", "cgkd.cli.main", "simulate"]
+    ref = tmp_path / "ref"
+    subprocess.run(cmd + args + ["--out", str(ref)], check=True, capture_output=True)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(cmd + args + ["--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = run / "replica_0_state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once replica 0 is past its first checkpoints, mid-run
+        if state.is_file():
+            try:
+                if json.loads(state.read_text())["steps_done"] >= 300:
+                    break
+            except ValueError:
+                pass
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "summary.json").exists()
+    # what the killed run left is readable: mdtraj reads the DCD (possibly with a torn last frame dropped by truncation)
+    from cgkd.analysis import load_frames
+
+    with pytest.raises(ValueError, match="did not finish"):
+        load_frames(run)
+    done = subprocess.run(cmd + args + ["--out", str(run)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_replicas"] >= 1 and summary["survived"] == 2
+    for k in range(2):
+        np.testing.assert_array_equal(_xyz(run, k), _xyz(ref, k))
+        assert _energies(run, k) == _energies(ref, k)
+    assert [r["steps_done"] for r in summary["replicas"]] == [1500, 1500]
