@@ -38,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 1
+    from cgkd.errors import CgkdError
+
     try:
         return int(args._run(args) or 0)
-    except (ValueError, KeyError, OSError) as exc:  # bad input, unknown names, and file/OS errors on user paths
+    except (CgkdError, ValueError, KeyError, OSError) as exc:  # bad input, unknown names, and file/OS errors on user paths
         if args.debug:
             raise
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror and exc.filename else exc

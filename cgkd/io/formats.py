@@ -7,8 +7,10 @@ asks for a newer cgkd.
 
 from __future__ import annotations
 
+from cgkd.errors import CgkdError
 
-class FormatError(ValueError):
+
+class FormatError(CgkdError, ValueError):
     """A file is not of the expected cgkd format, or of a version this cgkd cannot read."""
 
 

@@ -21,12 +21,13 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from cgkd.errors import CgkdError
 from cgkd.io.atomic import write_text
 
 PROVENANCE_FILE = "provenance.json"
 
 
-class ProvenanceError(ValueError):
+class ProvenanceError(CgkdError, ValueError):
     """A stage's output folder was made from other inputs or settings than those of the rerun."""
 
 

@@ -23,23 +23,33 @@ The split holds out the last ``test_fraction`` of the trajectory as test frames 
 neighbours of a held-out frame are not in the training set, except at one boundary).
 
 Members run in a local process pool (``n_workers``); a crash loses at most the unfinished epoch
-of the members that were running, and a rerun resumes them.
+of the members that were running, and a rerun resumes them. Pool workers watch their parent and exit
+when it dies (no orphan keeps training), and each member holds a lock on ``member_XX/.lock`` while it
+trains, so a rerun never trains a member that another live process is training.
+
+``ensemble.json`` records the digest of the CG data (``cgkd.data.cg_h5.content_digest``: positions,
+forces, box, topology; not the labels): a rerun on other data is refused, also for finished members.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
 import multiprocessing
+import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from cgkd.data.cg_h5 import CGData, n_frames as cg_n_frames, read_cg
+from cgkd.data.cg_h5 import CGData, content_digest, n_frames as cg_n_frames, read_cg
 from cgkd.io.atomic import write_text
+from cgkd.errors import CgkdError
 from cgkd.io.config import from_dict, to_dict
+from cgkd.io.provenance import ProvenanceError
 from cgkd.train.checkpoint import num_threads, seeded
 from cgkd.train.frames import frameset_from_cg
 from cgkd.train.trainer import TrainConfig, fit
@@ -133,6 +143,58 @@ def bootstrap_indices(train: Sequence[int], seed: int, index: int) -> np.ndarray
     return train[rng.integers(0, len(train), size=len(train))]
 
 
+LOCK_FILE = ".lock"
+#: Seconds between a pool worker's checks that its parent is alive.
+PARENT_POLL_S = 0.5
+
+
+class MemberBusyError(CgkdError, RuntimeError):
+    """Another live process holds the lock of a member folder."""
+
+
+class EnsembleError(CgkdError, RuntimeError):
+    """One or more teacher members failed in the pool (each one's error is in the message)."""
+
+
+@contextlib.contextmanager
+def member_lock(folder: Path):
+    """Hold an exclusive lock on ``folder/.lock`` (released when the block ends or the process dies)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock, as before
+        yield
+        return
+    fh = open(folder / LOCK_FILE, "a+")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise MemberBusyError(
+                f"{folder} is being trained by another live process (pid {holder}); wait for it or stop it, then rerun"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def _watch_parent(parent: int) -> None:
+    """Pool-worker initializer: exit at once when the parent process dies (SIGKILL included)."""
+    def watch():
+        while True:
+            if os.getppid() != parent:
+                os._exit(70)
+            threading.Event().wait(PARENT_POLL_S)
+
+    threading.Thread(target=watch, name="cgkd-parent-watch", daemon=True).start()
+
+
 def train_member(cg_path: str, teacher_dir: str, index: int, arch: str, preset: Union[str, dict], config: dict, bootstrap: bool = True) -> dict:
     """Train (or resume, or skip if finished) member ``index``; returns its ``done.json`` content.
 
@@ -142,6 +204,13 @@ def train_member(cg_path: str, teacher_dir: str, index: int, arch: str, preset: 
     done = out / DONE_FILE
     if done.is_file():
         return json.loads(done.read_text())
+    with member_lock(out):
+        if done.is_file():  # finished by another process while this one waited
+            return json.loads(done.read_text())
+        return _train_member(cg_path, teacher_dir, index, arch, preset, config, bootstrap, out, done)
+
+
+def _train_member(cg_path, teacher_dir, index, arch, preset, config, bootstrap, out: Path, done: Path) -> dict:
     cfg = _member_config(from_dict(TrainConfig, config), index)
     split = read_split(teacher_dir)
     data = read_cg(cg_path)
@@ -232,8 +301,10 @@ def train_teachers(
     if bad:
         raise ValueError(f"members must lie in 0..{n_members - 1}, got {bad}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    digest = content_digest(cg_path)
     meta = {
         "cg_path": str(cg_path.resolve()),
+        "cg_digest": digest,
         "n_members": int(n_members),
         "arch": arch,
         "preset": preset,
@@ -243,10 +314,14 @@ def train_teachers(
     ens_path = out_dir / ENSEMBLE_FILE
     if ens_path.is_file():
         old = json.loads(ens_path.read_text())
+        if old.get("cg_digest", digest) != digest:
+            raise ProvenanceError(
+                f"{out_dir} holds teachers trained on other CG data ({old['cg_path']}, {old['cg_digest'][:19]}...) "
+                f"than {cg_path} ({digest[:19]}...); use another output folder for these data")
         for key in ("n_members", "arch", "preset", "bootstrap"):
             if old[key] != meta[key]:
                 raise ValueError(f"{out_dir} holds an ensemble with {key}={old[key]!r}, but {key}={meta[key]!r} was asked for")
-        meta = {**old, "config": meta["config"]}
+        meta = {**old, "config": meta["config"], "cg_digest": digest}
     write_text(ens_path, json.dumps(meta, indent=1))
     if not (out_dir / SPLIT_FILE).is_file():
         split = make_split(cg_n_frames(cg_path), val_fraction, test_fraction)
@@ -258,7 +333,8 @@ def train_teachers(
     results: Dict[int, dict] = {}
     errors: Dict[int, BaseException] = {}
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+    with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_watch_parent,
+                                initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_run_member_in_worker, job): job[2] for job in jobs}
         for fut in cf.as_completed(futures):
             m = futures[fut]
@@ -268,7 +344,7 @@ def train_teachers(
                 errors[m] = exc
     if errors:
         lines = "; ".join(f"member {m}: {type(e).__name__}: {e}" for m, e in sorted(errors.items()))
-        raise RuntimeError(f"{len(errors)} teacher member(s) failed (rerun to resume them): {lines}")
+        raise EnsembleError(f"{len(errors)} teacher member(s) failed (rerun to resume them): {lines}")
     return [results[m] for m in members]
 
 
