@@ -9,6 +9,7 @@ continues where it stopped and a changed setting re-runs only the stages downstr
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import shutil
 import time
@@ -119,21 +120,47 @@ class Run:
         return k
 
     def stage(self, name: str, depends: list, settings: dict, body: Callable[[Path], dict]) -> dict:
-        """Run ``body(stage_dir) -> summary`` unless a finished stage with the same key exists."""
+        """Run ``body(stage_dir) -> summary`` unless a finished stage with the same key exists.
+
+        A stage whose inputs or settings changed is redone in a staging folder ``.<name>.<key>`` that replaces
+        the old stage folder only when it has finished (the old result stays intact until then, and a killed
+        redo resumes in its staging folder). An interrupted stage with the same key resumes in place.
+        """
         key = self.key(name, depends, settings)
         folder = self.dir / name
         marker = folder / "stage.json"
+        started = folder / "stage.key"
         if marker.is_file():
             done = json.loads(marker.read_text())
             if done.get("key") == key:
                 self.log(f"[{name:8s}] cached  {done.get('line', '')}")
                 return done["summary"]
-        folder.mkdir(parents=True, exist_ok=True)
+        in_place = not folder.exists() or (not marker.is_file() and started.is_file()
+                                           and started.read_text().strip() == key)
+        work = folder if in_place else self.dir / f".{name}.{key}"
+        if not in_place:
+            self.log(f"[{name:8s}] inputs or settings changed: redoing it in {work} (the old result stays until then)")
+        elif started.is_file():
+            self.log(f"[{name:8s}] resuming the interrupted stage in {folder}")
+        work.mkdir(parents=True, exist_ok=True)
+        write_text(work / "stage.key", key)
         t0 = time.perf_counter()
-        summary = body(folder)
+        summary = body(work)
         wall = time.perf_counter() - t0
         line = summary.pop("line", "")
-        write_text(marker, json.dumps({"key": key, "summary": summary, "line": line, "wall_s": wall}, indent=1))
+        if work != folder:  # paths in the summary name the final folder
+            summary = json.loads(json.dumps(summary).replace(json.dumps(str(work))[1:-1], json.dumps(str(folder))[1:-1]))
+            line = line.replace(str(work), str(folder))
+        write_text(work / "stage.json", json.dumps({"key": key, "summary": summary, "line": line, "wall_s": wall}, indent=1))
+        if work != folder:
+            old = self.dir / f".{name}.old"
+            if old.exists():
+                shutil.rmtree(old)
+            if folder.exists():
+                os.replace(folder, old)
+            os.replace(work, folder)
+            if old.exists():
+                shutil.rmtree(old)
         self.log(f"[{name:8s}] {wall:7.1f} s  {line}")
         return summary
 

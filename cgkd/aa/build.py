@@ -18,6 +18,7 @@ import openmm.app as app
 import openmm.unit as u
 
 from cgkd import units
+from cgkd.progress import note
 from cgkd.io.spec import MoleculeSpec, ProtocolSpec, SystemSpec, load_spec
 
 #: Platforms in order of preference when none is named.
@@ -117,8 +118,8 @@ def effective_cutoff(spec: SystemSpec, protocol: ProtocolSpec) -> tuple[float, O
     switch = None
     if nb.switch_distance is not None:
         switch = nb.switch_distance - (nb.cutoff - cutoff)
-        if switch <= 0 or switch >= cutoff:
-            switch = None
+        if not 0 < switch < cutoff:  # SystemSpec refuses such sizes; a spec object built by hand may not
+            raise ValueError(f"size cutoff {cutoff} nm leaves no room for the switch ({switch:.3g} nm)")
     return cutoff, switch
 
 
@@ -320,6 +321,7 @@ def build(
     seed: Optional[int] = None,
     platform: Optional[str] = None,
     minimize: bool = True,
+    progress: bool = True,
     min_distance: float = 0.15,
 ) -> AASystem:
     """Build, parametrise and minimise a box of ``spec`` at ``size``.
@@ -335,6 +337,8 @@ def build(
         OpenMM platform for the minimisation (default: fastest available).
     minimize : bool
         Run ``LocalEnergyMinimizer`` for the size's ``minimize_iterations``.
+    progress : bool
+        Say on stderr what was built and that minimisation runs.
     min_distance : float, nm
         Smallest distance allowed between atoms of different molecules at insertion.
     """
@@ -377,6 +381,10 @@ def build(
         system = create_system(spec, top, size)
     except ValueError as exc:
         raise ValueError(f"spec {spec.name!r}: the force field does not match the templates: {exc}") from exc
+    if progress:
+        note(f"{spec.name} build: {len(positions)} atoms, {sum(counts)} molecules in a {length:.3f} nm box"
+             + (f"; minimising ({protocol.minimize_iterations} iterations)" if minimize and protocol.minimize_iterations
+                > 0 else ""))
     if minimize and protocol.minimize_iterations > 0:
         ctx = make_context(system, make_integrator(spec, seed), choose_platform(platform))
         if periodic:

@@ -11,15 +11,16 @@ duplicated. At the end the last checkpoint is moved into the file and the side f
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import openmm
 import openmm.unit as u
-from tqdm.auto import tqdm
 
 from cgkd import units
+from cgkd.progress import note, progress as progress_bar
 from cgkd.aa.build import AASystem, build, choose_platform, make_context, make_integrator
 from cgkd.io.aa_h5 import AAWriter, create_aa, read_blob, read_header
 from cgkd.io.atomic import atomic_path
@@ -62,7 +63,7 @@ def equilibrate(aa: AASystem, *, platform: Optional[str] = None, seed: Optional[
     positions, box = aa.positions, aa.box
     velocities = None
     npt_steps = protocol.npt_steps if (spec.pressure is not None and box is not None) else 0
-    bar = tqdm(total=npt_steps + protocol.nvt_steps, disable=not progress, unit="step", desc=f"{spec.name} equilibrate")
+    bar = progress_bar(npt_steps + protocol.nvt_steps, f"{spec.name} equilibrate", unit="step", enabled=progress)
     if npt_steps > 0:
         system = openmm.XmlSerializer.clone(aa.system)
         baro = openmm.MonteCarloBarostat(spec.pressure * u.bar, spec.temperature * u.kelvin, BAROSTAT_FREQUENCY)
@@ -173,9 +174,11 @@ def simulate(
     seed : int, optional
         Seed for insertion, velocities, thermostat and barostat (default: ``spec.seed``).
     progress : bool
-        Show tqdm progress bars.
+        Report progress (a bar in a terminal, periodic lines in logs).
     resume : bool
-        Continue an existing ``out`` from its last checkpoint; False starts over (the file is replaced).
+        Continue an existing ``out`` from its last checkpoint; False starts over in a staging file next to
+        ``out`` (``.<name>.new``) that replaces it only when the new run has finished (a failed build leaves
+        ``out`` as it was). A resume after an interrupted start-over continues the staging file.
     callback : callable(int), optional
         Called with the number of frames in the file after each frame is written (raising from it
         interrupts the run like a crash after that frame).
@@ -196,17 +199,32 @@ def simulate(
         raise ValueError(f"production_steps must be a positive multiple of report_interval ({interval}), got {steps}")
     n_target = steps // interval
     ckpt_frames = max(1, protocol.checkpoint_interval // interval)
-    out, chk = Path(out), checkpoint_path(out)
+    final = Path(out)
+    check_output_file(final, "out")
+    spec.check_templates()
     seed = spec.seed if seed is None else int(seed)
     plat = choose_platform(platform)
+    # resume=False builds into a staging file that replaces ``final`` only when the new run has finished; an
+    # interrupted start-over is what a later resume continues
+    staging = final.with_name(f".{final.name}.new")
+    if not resume:
+        for p in (staging, checkpoint_path(staging)):
+            if p.exists():
+                p.unlink()
+        out = staging if final.exists() else final
+    else:
+        out = staging if staging.is_file() else final
+    chk = checkpoint_path(out)
 
     if resume and out.is_file():
         _check_existing(out, spec, size, interval)
+        if progress:
+            note(f"{spec.name}: resuming {out}")
     else:
         for p in (out, chk):
             if p.exists():
                 p.unlink()
-        aa = build(spec, size, seed=seed, platform=platform)
+        aa = build(spec, size, seed=seed, platform=platform, progress=progress)
         state = equilibrate(aa, platform=platform, seed=seed, progress=progress)
         attrs = {"system": spec.name, "size": size, "report_interval": interval, "timestep": spec.timestep,
                  "seed": seed, "platform": plat.getName(), "positions": "wrapped per molecule (enforcePeriodicBox)"}
@@ -233,8 +251,7 @@ def simulate(
         if writer.n_frames < n0:
             raise ValueError(f"{out} holds {writer.n_frames} frames but its checkpoint covers {n0}; the file is damaged")
         writer.truncate(n0)
-        bar = tqdm(total=n_target, initial=min(n0, n_target), disable=not progress, unit="frame",
-                   desc=f"{spec.name} production")
+        bar = progress_bar(n_target, f"{spec.name} production", initial=min(n0, n_target), enabled=progress, unit="frame")
         periodic = system.usesPeriodicBoundaryConditions()
         for k in range(n0, n_target):
             ctx.getIntegrator().step(interval)
@@ -263,4 +280,22 @@ def simulate(
         writer.flush()
     if chk.exists():
         chk.unlink()
-    return out
+    if out != final:
+        os.replace(out, final)
+        if checkpoint_path(final).exists():
+            checkpoint_path(final).unlink()
+    return final
+
+
+def check_output_file(path: Path, name: str) -> None:
+    """Refuse, before any work, an output file path that cannot be written."""
+    if path.is_dir():
+        raise ValueError(f"{name} {str(path)!r} is a folder; give a file path such as {str(path / 'aa.h5')!r}")
+    parent = path.parent
+    for p in [parent, *parent.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"{name} {str(path)!r}: {str(p)!r} is a file, not a folder")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise ValueError(f"{name} {str(path)!r}: folder {str(p)!r} is not writable")
+            break

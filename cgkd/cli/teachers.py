@@ -25,17 +25,18 @@ def add_common_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="TrainConfig YAML (cgkd.train.TrainConfig fields; unknown keys rejected)")
     p.add_argument("--device", default=None, help="cpu or cuda (overrides the config's device)")
     p.add_argument("--seed", type=int, default=None, help="base seed (overrides the config's seed)")
+    p.add_argument("--quiet", action="store_true", help="no progress reports")
 
 
 def arch_preset_arg(preset: str):
     """An architecture preset name, or the dict in a YAML file of architecture config fields."""
     if preset.endswith((".yaml", ".yml", ".json")):
-        import yaml
+        from cgkd.io.config import read_yaml
 
         path = Path(preset)
         if not path.is_file():
             raise FileNotFoundError(f"--arch-preset file {preset!r} does not exist")
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path)
         if not isinstance(data, dict):
             raise ValueError(f"--arch-preset file {preset!r} must hold a mapping of config fields, got {type(data).__name__}")
         return data
@@ -43,14 +44,13 @@ def arch_preset_arg(preset: str):
 
 
 def training_config(args) -> TrainConfig:
-    import sys
     from dataclasses import replace
 
     from cgkd.io.config import load_yaml
     from cgkd.train.trainer import TrainConfig
 
     cfg = load_yaml(TrainConfig, args.config) if args.config else TrainConfig()
-    over = {"progress": sys.stderr.isatty()}
+    over = {"progress": not getattr(args, "quiet", False)}
     if args.epochs is not None:
         over["max_epochs"] = args.epochs
     if args.device is not None:

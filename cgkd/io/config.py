@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from pathlib import Path
 from typing import Any, Type, TypeVar
@@ -63,8 +64,13 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected a mapping, got {value!r}")
         return {k: _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: expected a finite number, got {value!r}")
+        return value
     if tp is int and isinstance(value, bool):
         raise ValueError(f"{where}: expected an integer, got {value!r}")
     if tp in (int, str, bool) and not isinstance(value, tp):
@@ -88,6 +94,19 @@ def load_yaml(cls: Type[T], path: str | Path) -> T:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-    with open(path) as fh:
-        data = yaml.safe_load(fh)
-    return from_dict(cls, data or {}, where=path.name)
+    return from_dict(cls, read_yaml(path) or {}, where=path.name)
+
+
+def read_yaml(path: str | Path):
+    """The YAML document in ``path``; a syntax error names the file, line and column."""
+    path = Path(path)
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{path} is not valid YAML{at}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text (YAML) file") from None

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from cgkd.io.config import from_dict, to_dict
+from cgkd.io.config import from_dict, read_yaml, to_dict
 
 #: Folder with the specs that ship with cgkd: the package data of ``cgkd.systems`` (a folder on disk, since a
 #: spec's templates are read by path; cgkd is never run from a zip file).
@@ -37,6 +37,16 @@ class NonbondedSpec:
     switch_distance: Optional[float] = None  # nm; None: no switch
     ewald_error_tolerance: float = 5e-4
     dispersion_correction: bool = True
+
+    def __post_init__(self):
+        if not self.cutoff > 0:
+            raise ValueError(f"nonbonded.cutoff must be > 0 nm, got {self.cutoff}")
+        if self.switch_distance is not None and not 0 < self.switch_distance < self.cutoff:
+            raise ValueError(
+                f"nonbonded.switch_distance must lie between 0 and the cutoff ({self.cutoff} nm) or be null, got "
+                f"{self.switch_distance}")
+        if not 0 < self.ewald_error_tolerance < 1:
+            raise ValueError(f"nonbonded.ewald_error_tolerance must lie in (0, 1), got {self.ewald_error_tolerance}")
 
 
 @dataclass(frozen=True)
@@ -120,9 +130,57 @@ class SystemSpec:
         for m in self.molecules:
             if m.per_unit < 1:
                 raise ValueError(f"molecule {m.residue}: per_unit must be >= 1, got {m.per_unit}")
-        for m in self.mappings.values():
+        if self.friction < 0:
+            raise ValueError(f"friction must be >= 0 (1/ps), got {self.friction}")
+        residues = [m.residue for m in self.molecules]
+        for name, m in self.mappings.items():
             if m.center not in ("mass", "geometry"):
-                raise ValueError(f"mapping center must be 'mass' or 'geometry', got {m.center!r}")
+                raise ValueError(f"mapping {name}: center must be 'mass' or 'geometry', got {m.center!r}")
+            unknown = sorted(set(m.residues) - set(residues))
+            if unknown:
+                raise ValueError(f"mapping {name} maps residue(s) {unknown} that are not molecules of the spec "
+                                 f"{residues}")
+        sw = self.nonbonded.switch_distance
+        for size, p in self.sizes.items():
+            if sw is not None and p.cutoff is not None and sw - (self.nonbonded.cutoff - p.cutoff) <= 0:
+                raise ValueError(
+                    f"sizes.{size}: cutoff {p.cutoff} nm shifts nonbonded.switch_distance ({sw} nm, "
+                    f"{self.nonbonded.cutoff - sw:.3g} nm below the cutoff) to zero or below; use a larger size cutoff "
+                    "or a switch_distance closer to the cutoff")
+
+    def check_templates(self) -> None:
+        """Refuse, before any MD, templates that are missing or whose atoms do not match the mappings.
+
+        Every bead of every mapping must name atoms of its residue's template (``*`` takes all);
+        an atom in two beads of one mapping is refused.
+        """
+        import openmm.app as app
+
+        atoms = {}
+        for m in self.molecules:
+            path = self.template_path(m)
+            if not path.is_file():
+                raise FileNotFoundError(f"molecule {m.residue}: template {str(path)!r} does not exist")
+            try:
+                pdb = app.PDBFile(str(path))
+            except Exception as exc:  # noqa: BLE001 - PDB parse errors come in several types
+                raise ValueError(f"molecule {m.residue}: template {path} is not a readable PDB file ({exc})") from None
+            atoms[m.residue] = [a.name for a in pdb.topology.atoms()]
+        for name, mapping in self.mappings.items():
+            for res, beads in mapping.residues.items():
+                seen = {}
+                for bead in beads:
+                    if bead.atoms == ["*"]:
+                        continue
+                    missing = [a for a in bead.atoms if a not in atoms[res]]
+                    if missing:
+                        raise ValueError(f"mapping {name}, residue {res}, bead {bead.name}: atom(s) {missing} are not "
+                                         f"in the template (its atoms: {atoms[res]})")
+                    for a in bead.atoms:
+                        if a in seen:
+                            raise ValueError(f"mapping {name}, residue {res}: atom {a} is in beads {seen[a]} and "
+                                             f"{bead.name}")
+                        seen[a] = bead.name
 
     @property
     def folder(self) -> Path:
@@ -166,8 +224,9 @@ def load_spec(path_or_name: str | Path) -> SystemSpec:
         else:
             raise FileNotFoundError(
                 f"spec {str(path_or_name)!r} is neither a file nor a shipped system {shipped_systems()}")
-    with open(p) as fh:
-        data = yaml.safe_load(fh) or {}
+    data = read_yaml(p) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: a spec must be a mapping of keys, got {type(data).__name__}")
     data["source"] = str(p.resolve())
     return from_dict(SystemSpec, data, where=p.name)
 

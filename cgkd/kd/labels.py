@@ -33,7 +33,7 @@ import torch
 
 from cgkd import keys
 from cgkd.data.cg_h5 import labels_attrs, read_cg, read_labels, write_labels
-from cgkd.kd.teachers import load_teachers, read_ensemble, read_split
+from cgkd.kd.teachers import load_teachers, read_ensemble, read_split, teachers_digest
 from cgkd.train.frames import frameset_from_cg
 from cgkd.train.trainer import model_outputs
 
@@ -99,6 +99,7 @@ def make_labels(cg_path: str | Path, teacher_dir: str | Path, batch_size: int = 
     split = read_split(teacher_dir)
     write_labels(cg_path, labels, {
         "teacher_dir": str(Path(teacher_dir).resolve()),
+        "teachers_digest": teachers_digest(teacher_dir),
         "n_members": int(ens["n_members"]),
         "arch": ens["arch"],
         "preset": json.dumps(ens["preset"]),
@@ -108,8 +109,15 @@ def make_labels(cg_path: str | Path, teacher_dir: str | Path, batch_size: int = 
 
 
 def labels_are_current(cg_path: str | Path, teacher_dir: str | Path) -> bool:
-    """True when ``cg_path`` holds labels made from the teachers in ``teacher_dir``."""
-    return labels_attrs(cg_path).get("teacher_dir") == str(Path(teacher_dir).resolve())
+    """True when ``cg_path`` holds labels made from the teachers in ``teacher_dir`` as they are now (same folder
+    and the same member model files: retrained teachers make the labels stale)."""
+    attrs = labels_attrs(cg_path)
+    if attrs.get("teacher_dir") != str(Path(teacher_dir).resolve()):
+        return False
+    try:
+        return attrs.get("teachers_digest") == teachers_digest(teacher_dir)
+    except (ValueError, FileNotFoundError):
+        return False
 
 
 def force_rmse(pred: np.ndarray, ref: np.ndarray) -> float:

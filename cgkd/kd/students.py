@@ -37,10 +37,11 @@ import numpy as np
 import torch
 
 from cgkd import keys
-from cgkd.data.cg_h5 import read_cg
+from cgkd.data.cg_h5 import content_digest, labels_attrs, read_cg
+from cgkd.io import provenance
 from cgkd.io.atomic import write_text
 from cgkd.io.config import to_dict
-from cgkd.kd.labels import force_rmse, predict, read_labels
+from cgkd.kd.labels import force_rmse, labels_are_current, predict, read_labels
 from cgkd.kd.teachers import build_potential, read_ensemble, read_split
 from cgkd.train.checkpoint import seeded
 from cgkd.train.frames import FrameSet, frameset_from_cg
@@ -150,13 +151,28 @@ def train_student(
     """
     out_dir = Path(out_dir)
     done = out_dir / STUDENT_FILE
-    if done.is_file():
-        return json.loads(done.read_text())
     split = read_split(teacher_dir)
     read_ensemble(teacher_dir)
     if energy_weight < 0:
         raise ValueError(f"energy_weight must be >= 0, got {energy_weight}")
     config = config or TrainConfig()
+    inputs = {"cg": content_digest(cg_path), "split": provenance.settings_digest(split)}
+    if not (force_target == "mapped" and energy_target == "none"):
+        attrs = labels_attrs(cg_path)
+        if not attrs:
+            raise ValueError(f"{cg_path} has no labels; make them with cgkd.kd.make_labels (cgkd distill does)")
+        if not labels_are_current(cg_path, teacher_dir):
+            raise provenance.ProvenanceError(
+                f"the labels in {cg_path} were made from other teachers than those now in {teacher_dir}; remake "
+                "them with cgkd.kd.make_labels (cgkd distill does) before training a student on them")
+        inputs["teachers"] = attrs["teachers_digest"]
+    settings = {"force_target": force_target, "energy_target": energy_target, "teacher_index": int(teacher_index),
+                "arch": arch, "preset": preset, "uncertainty_weighting": bool(uncertainty_weighting),
+                "energy_weight": float(energy_weight), "config": to_dict(replace(config, progress=False))}
+    provenance.check_or_stamp(out_dir, provenance.record("student", inputs, settings),
+                              how_to_redo="remove it to train the student again")
+    if done.is_file():
+        return json.loads(done.read_text())
     train = np.asarray(split["train"], dtype=np.int64)
     data, frames = student_frames(cg_path, force_target, energy_target, teacher_index, uncertainty_weighting, train, config.torch_dtype)
     losses = [LossSpec("forces", target=FORCE_LABEL)]

@@ -348,6 +348,22 @@ def train_teachers(
     return [results[m] for m in members]
 
 
+def teachers_digest(teacher_dir: str | Path) -> str:
+    """``"sha256:<hex>"`` over the model files of every member (all must be finished)."""
+    import hashlib
+
+    from cgkd.io.provenance import file_digest
+
+    meta = read_ensemble(teacher_dir)
+    h = hashlib.sha256()
+    for m in range(meta["n_members"]):
+        path = member_dir(teacher_dir, m) / MODEL_FILE
+        if not path.is_file():
+            raise ValueError(f"teacher member {m} in {teacher_dir} is not finished; rerun cgkd teachers")
+        h.update(file_digest(path).encode())
+    return "sha256:" + h.hexdigest()
+
+
 def load_teachers(teacher_dir: str | Path, members: Optional[Sequence[int]] = None) -> list:
     """The finished members' potentials (eval mode), in member order."""
     import cgkd.nn.priors  # noqa: F401  (registers the prior kinds that load_potential looks up)
@@ -373,5 +389,8 @@ __all__ = [
     "read_split",
     "read_ensemble",
     "load_teachers",
+    "teachers_digest",
+    "member_lock",
+    "MemberBusyError",
     "member_dir",
 ]

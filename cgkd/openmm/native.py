@@ -103,7 +103,7 @@ def native_system(model: NativeModel, topology, *, box=None, encoding: Optional[
         raise ValueError("encoding 'analytic' needs a model fitted on the powers basis (fit_native(basis='powers'))")
     meta = _metadata(model)
     top = artefact_topology(topology, meta, types=None, type_map=None, masses=masses)
-    box = resolve_box(box, topology)
+    box = resolve_box(box, topology, top.n_particles)
     periodic = box is not None
     if model.periodic and not periodic:
         raise ValueError("the native model is periodic but neither box= nor the topology gives a box")

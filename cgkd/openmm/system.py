@@ -14,6 +14,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import openmm
 import openmm.app as app
+import openmm.unit as u
 import torch
 
 from cgkd import units
@@ -116,8 +117,19 @@ def artefact_topology(topology, metadata: dict, *, types=None, type_map: Optiona
     return dataclasses.replace(top, masses=mass_arr)
 
 
-def resolve_box(box, topology) -> Optional[np.ndarray]:
-    """Box vectors (3, 3) nm from ``box=`` or, failing that, an OpenMM topology; None if neither has one."""
+#: A bare-number box with more volume per bead than this (nm^3) is taken to be in Angstrom (1000x the volume);
+#: CG liquids have 0.01-1 nm^3 per bead. A box given as an ``openmm.unit`` Quantity is never second-guessed.
+MAX_NM3_PER_BEAD = 50.0
+
+
+def resolve_box(box, topology, n_particles: Optional[int] = None) -> Optional[np.ndarray]:
+    """Box vectors (3, 3) nm from ``box=`` or, failing that, an OpenMM topology; None if neither has one.
+
+    A box of bare numbers (no unit) whose volume per particle exceeds ``MAX_NM3_PER_BEAD`` is refused as
+    probably Angstrom; pass it as a Quantity (``box * openmm.unit.nanometer``) to state the unit.
+    """
+    explicit = box is None or isinstance(box, u.Quantity) or (
+        isinstance(box, (list, tuple)) and len(box) and all(isinstance(v, u.Quantity) for v in box))
     if box is None and isinstance(topology, app.Topology) and topology.getPeriodicBoxVectors() is not None:
         box = topology.getPeriodicBoxVectors()
     if box is None:
@@ -127,6 +139,12 @@ def resolve_box(box, topology) -> Optional[np.ndarray]:
         raise ValueError(f"box must have shape (3, 3) (rows are box vectors, nm), got {box.shape}")
     if not np.all(np.isfinite(box)) or abs(np.linalg.det(box)) <= 0:
         raise ValueError(f"box must have positive volume, got {box.tolist()}")
+    if not explicit and n_particles:
+        per = abs(np.linalg.det(box)) / n_particles
+        if per > MAX_NM3_PER_BEAD:
+            raise ValueError(
+                f"box looks like Angstrom, not nm: {per:.3g} nm^3 per bead (CG liquids have 0.01-1); multiply by "
+                f"cgkd.units.ANGSTROM_TO_NM, or pass box as an openmm.unit Quantity to state its unit")
     return box
 
 
@@ -175,7 +193,7 @@ def create_system(
     module, metadata = as_artefact(artefact)
     backend = choose_backend(backend, use_cuda_graphs)
     top = artefact_topology(topology, metadata, types=types, type_map=type_map, masses=masses)
-    box = resolve_box(box, topology)
+    box = resolve_box(box, topology, top.n_particles)
     periodic = box is not None
     if metadata["periodic"] and not periodic:
         raise ValueError("the artefact is a periodic potential but neither box= nor the topology gives a box")

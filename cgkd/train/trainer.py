@@ -77,7 +77,7 @@ class TrainConfig:
         Validation quantity for plateau, early stopping and the best model: "" = the loss with the
         base weights; or the name of one loss term.
     progress : bool
-        Show a tqdm progress bar over epochs.
+        Report progress over epochs (a bar in a terminal, periodic lines in logs: ``cgkd.progress``).
     threads : int or None
         torch intra-op threads during training (restored afterwards); None leaves it.
     """
@@ -295,9 +295,13 @@ def fit(
                 fh.truncate(log_offset)
         history = _read_log(log_path)
 
-        from tqdm.auto import tqdm
+        from cgkd.progress import note, progress
 
-        bar = tqdm(total=config.max_epochs, initial=start, disable=not config.progress, desc="epochs", leave=False)
+        what = " ".join(f"{k} {v}" for k, v in (extra or {}).items() if isinstance(v, (str, int)))
+        desc = f"{what} epochs" if what else "epochs"
+        if start and config.progress:
+            note(f"{desc}: resuming from {ckpt_path} at epoch {start}")
+        bar = progress(config.max_epochs, desc, unit="epoch", initial=start, enabled=config.progress, leave=False)
         epoch = start
         try:
             while epoch < config.max_epochs and not stopped:
@@ -373,7 +377,7 @@ def fit(
                     },
                 )
                 bar.update(1)
-                bar.set_postfix(val=f"{monitored:.4g}", lr=f"{opt.param_groups[0]['lr']:.2g}")
+                bar.set_postfix_str(f"val={monitored:.4g}, lr={opt.param_groups[0]['lr']:.2g}")
         finally:
             bar.close()
 

@@ -151,3 +151,23 @@ def test_cli_runs_water(tmp_path, capsys):
     data = read_aa(out)
     assert data.n_frames == 4 and data.n_atoms == 180 and data.constraints.shape == (180, 2)  # rigid water: 3 each
     assert main(["aa", "water", "--size", "nope", "--out", str(out)]) == 2
+
+
+def test_no_resume_keeps_the_old_file_until_the_new_run_is_done(tmp_path):
+    """``--no-resume`` whose build fails, or that is interrupted, leaves the finished file as it was."""
+    out = tmp_path / "w.h5"
+    simulate("water", "test", out, platform="CPU", production_steps=20, report_interval=10, progress=False)
+    before = read_aa(out)
+
+    def crash(n_frames):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        simulate("water", "test", out, platform="CPU", production_steps=30, report_interval=10, progress=False,
+                 resume=False, seed=7, callback=crash)
+    np.testing.assert_array_equal(read_aa(out).positions, before.positions)  # untouched
+    # a resume continues the interrupted start-over and swaps it in when finished
+    simulate("water", "test", out, platform="CPU", production_steps=30, report_interval=10, progress=False, seed=7)
+    after = read_aa(out)
+    assert after.n_frames == 3 and not np.array_equal(after.positions[:2], before.positions)
+    assert not (tmp_path / ".w.h5.new").exists()

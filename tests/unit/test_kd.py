@@ -179,8 +179,14 @@ def test_student_targets(ensemble, tmp_path, force_target, energy_target, uw):
         assert info["force_rmse_vs_label"] == info["force_rmse_vs_mapped"]
     else:
         assert info["force_rmse_vs_label"] != info["force_rmse_vs_mapped"]
-    again = train_student(root / "cg.h5", root / "teachers", tmp_path / "s", preset=TINY, config=CFG)
+    same = dict(force_target=force_target, energy_target=energy_target, teacher_index=1, preset=TINY,
+                uncertainty_weighting=uw, config=CFG)
+    again = train_student(root / "cg.h5", root / "teachers", tmp_path / "s", **same)
     assert again == info  # finished: skipped
+    from cgkd.io.provenance import ProvenanceError
+
+    with pytest.raises(ProvenanceError, match="setting energy_weight: 1.0 -> 2.0"):  # other settings: refused
+        train_student(root / "cg.h5", root / "teachers", tmp_path / "s", **same, energy_weight=2.0)
 
 
 def test_student_errors(ensemble, tmp_path):
