@@ -9,6 +9,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from cgkd.arrays import check_array, check_box, check_scalar
 from cgkd.data.cg_h5 import CGData, read_cg
 from cgkd.topology import Topology, TopologyView
 
@@ -36,21 +37,16 @@ class Frames(TopologyView):
     dt: Optional[float] = None
 
     def __post_init__(self):
-        self.positions = np.asarray(self.positions, dtype=np.float64)
-        if self.positions.ndim != 3 or self.positions.shape[2] != 3:
-            raise ValueError(f"positions must have shape (F, N, 3), got {self.positions.shape}")
+        self.positions = check_array(self.positions, "positions", shape=("F", "N", 3), dtype=np.float64)
         f, n, _ = self.positions.shape
-        if not np.all(np.isfinite(self.positions)):
-            bad = np.argwhere(~np.isfinite(self.positions))[0]
-            raise ValueError(f"positions must be finite; frame {bad[0]}, bead {bad[1]} is {self.positions[tuple(bad)]}")
         if self.box is not None:
-            self.box = np.asarray(self.box, dtype=np.float64)
-            if self.box.shape != (f, 3, 3):
-                raise ValueError(f"box must have shape ({f}, 3, 3), got {self.box.shape}")
+            self.box = check_box(self.box, "box", n_frames=f)
         if not isinstance(self.topology, Topology):
             raise ValueError(f"topology must be a cgkd.topology.Topology, got {type(self.topology).__name__}")
         if self.topology.n_particles != n:
             raise ValueError(f"topology has {self.topology.n_particles} beads but positions has {n}")
+        if self.dt is not None:
+            self.dt = check_scalar(self.dt, "dt", min=0.0, min_exclusive=True, unit="ps")
 
     @property
     def n_frames(self) -> int:

@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from cgkd import keys
+from cgkd.arrays import check_array, check_box, check_scalar
 from cgkd.io.atomic import atomic_path
 from cgkd.io.formats import FormatError, check_format
 from cgkd.topology import Topology, TopologyView
@@ -60,35 +61,20 @@ class CGData(TopologyView):
     attrs: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.positions = np.asarray(self.positions, dtype=np.float32)
-        self.forces = np.asarray(self.forces, dtype=np.float32)
-        if self.positions.ndim != 3 or self.positions.shape[2] != 3:
-            raise ValueError(f"positions must have shape (n_frames, n_beads, 3), got {self.positions.shape}")
-        if self.forces.shape != self.positions.shape:
-            raise ValueError(f"forces has shape {self.forces.shape} but positions has {self.positions.shape}")
+        self.positions = check_array(self.positions, "positions", shape=("n_frames", "n_beads", 3), dtype=np.float32)
         f, b, _ = self.positions.shape
+        self.forces = check_array(self.forces, "forces", shape=(f, b, 3), dtype=np.float32)
         if not isinstance(self.topology, Topology):
             raise ValueError(f"topology must be a cgkd.topology.Topology, got {type(self.topology).__name__}")
         if self.topology.n_particles != b:
             raise ValueError(f"topology has {self.topology.n_particles} beads but positions has {b}")
         if self.box is not None:
-            self.box = np.asarray(self.box, dtype=np.float32)
-            if self.box.shape != (f, 3, 3):
-                raise ValueError(f"box must have shape ({f}, 3, 3), got {self.box.shape}")
-        for name in ("positions", "forces"):
-            arr = getattr(self, name)
-            if not np.all(np.isfinite(arr)):
-                bad = np.argwhere(~np.isfinite(arr))[0]
-                raise ValueError(f"{name} must be finite; frame {bad[0]}, bead {bad[1]} is {arr[tuple(bad)]}")
-        if self.box is not None and (not np.all(np.isfinite(self.box)) or np.any(np.linalg.det(self.box) <= 0)):
-            raise ValueError("box must be finite box vectors (rows) with positive volume in every frame")
-        self.temperature = float(self.temperature)
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive (K), got {self.temperature}")
+            self.box = check_box(self.box, "box", n_frames=f, dtype=np.float32)
+        self.temperature = check_scalar(self.temperature, "temperature", min=0.0, min_exclusive=True, unit="K")
         if self.time is not None:
-            self.time = np.asarray(self.time, dtype=np.float64)
-            if self.time.shape != (f,):
-                raise ValueError(f"time must have shape ({f},), got {self.time.shape}")
+            self.time = check_array(self.time, "time", shape=(f,), dtype=np.float64)
+        if not isinstance(self.attrs, dict):
+            raise ValueError(f"attrs must be a dict, got {type(self.attrs).__name__}")
 
     @property
     def n_frames(self) -> int:

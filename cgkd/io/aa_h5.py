@@ -16,6 +16,8 @@ from typing import Optional
 import h5py
 import numpy as np
 
+from cgkd.arrays import check_array, check_box, check_scalar
+
 from cgkd import keys
 from cgkd.io.atomic import atomic_path
 from cgkd.io.formats import FormatError, check_format
@@ -65,35 +67,27 @@ class AAData:
     attrs: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.positions = np.asarray(self.positions, dtype=np.float32)
-        self.forces = np.asarray(self.forces, dtype=np.float32)
-        if self.positions.ndim != 3 or self.positions.shape[2] != 3:
-            raise ValueError(f"positions must have shape (n_frames, n_atoms, 3), got {self.positions.shape}")
-        if self.forces.shape != self.positions.shape:
-            raise ValueError(f"forces has shape {self.forces.shape} but positions has {self.positions.shape}")
+        self.positions = check_array(self.positions, "positions", shape=("n_frames", "n_atoms", 3), dtype=np.float32)
         f, a, _ = self.positions.shape
+        self.forces = check_array(self.forces, "forces", shape=(f, a, 3), dtype=np.float32)
         if self.box is not None:
-            self.box = np.asarray(self.box, dtype=np.float32)
-            if self.box.shape != (f, 3, 3):
-                raise ValueError(f"box must have shape ({f}, 3, 3), got {self.box.shape}")
-        self.potential_energy = np.asarray(self.potential_energy, dtype=np.float64)
-        self.time = np.asarray(self.time, dtype=np.float64)
-        for name, arr in (("potential_energy", self.potential_energy), ("time", self.time)):
-            if arr.shape != (f,):
-                raise ValueError(f"{name} must have shape ({f},), got {arr.shape}")
-        self.masses = np.asarray(self.masses, dtype=np.float64)
-        if self.masses.shape != (a,):
-            raise ValueError(f"masses must have shape ({a},), got {self.masses.shape}")
-        self.constraints = np.asarray(self.constraints, dtype=np.int64).reshape(-1, 2)
-        if self.constraints.size and (self.constraints.min() < 0 or self.constraints.max() >= a):
-            raise ValueError(f"constraints must index atoms 0..{a - 1}, got range "
-                             f"{self.constraints.min()}..{self.constraints.max()}")
+            self.box = check_box(self.box, "box", n_frames=f, dtype=np.float32)
+        # NaN potential energy is allowed: external data often have none
+        self.potential_energy = check_array(self.potential_energy, "potential_energy", shape=(f,), dtype=np.float64,
+                                            finite=False)
+        self.time = check_array(self.time, "time", shape=(f,), dtype=np.float64)
+        self.masses = check_array(self.masses, "masses", shape=(a,), dtype=np.float64, min=0.0, min_exclusive=True,
+                                  unit="amu")
+        self.constraints = check_array(np.asarray(self.constraints).reshape(-1, 2), "constraints", integer=True,
+                                       min=0, max=a - 1).astype(np.int64)
         n_top = self.topology.getNumAtoms()
         if n_top != a:
             raise ValueError(f"topology has {n_top} atoms but positions has {a}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0 K, got {self.temperature}")
-        self.temperature = float(self.temperature)
+        self.temperature = check_scalar(self.temperature, "temperature", min=0.0, min_exclusive=True, unit="K")
+        if self.box is None and self.topology.getPeriodicBoxVectors() is not None:
+            raise ValueError(
+                "the topology has periodic box vectors but box is None: periodic data need a box per frame (a "
+                "trajectory with unit cells); mapping them without one would make a non-periodic CG dataset")
 
     @property
     def n_frames(self) -> int:

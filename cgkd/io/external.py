@@ -8,6 +8,7 @@ coordinates that look like Angstrom where nm are expected raise an error.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -126,6 +127,67 @@ def _read_trr(path: Path, stride: int, want_forces: bool):
     return xyz[::stride], box[::stride], time[::stride].astype(np.float64), forces[::stride]
 
 
+def _topology_has_cell(topology) -> bool:
+    """True when a topology file (PDB CRYST1, GRO box line) states a periodic cell."""
+    if topology is None or Path(topology).suffix.lower() not in (".pdb", ".ent", ".gro"):
+        return False
+    import mdtraj
+
+    try:
+        cell = mdtraj.load_frame(str(topology), 0).unitcell_vectors
+    except Exception:  # noqa: BLE001 - an unreadable first frame says nothing about the cell
+        return False
+    return cell is not None and bool(np.any(cell))
+
+
+def elements_guessed(topology: Optional[Path], trajectory: Path) -> bool:
+    """True when mdtraj had to guess elements from atom names: GRO files, or PDB atom records whose element
+    columns (77-78) are blank."""
+    source = topology if topology is not None else trajectory
+    suffix = source.suffix.lower()
+    if suffix == ".gro":
+        return True
+    if suffix in (".pdb", ".ent"):
+        with open(source, errors="replace") as fh:
+            for line in fh:
+                if line.startswith(("ATOM", "HETATM")) and not line[76:78].strip():
+                    return True
+    return False
+
+
+def _masses(md_top, masses, topology: Optional[Path], trajectory: Path) -> np.ndarray:
+    atoms = list(md_top.atoms)
+    element = np.array([a.element.mass if a.element is not None and a.element.mass else 0.0 for a in atoms])
+    if masses is None:
+        if elements_guessed(topology, trajectory):
+            guesses = {}
+            for a in atoms:
+                guesses.setdefault(f"{a.residue.name}:{a.name}", "?" if a.element is None else a.element.symbol)
+            shown = ", ".join(f"{k} -> {v}" for k, v in list(guesses.items())[:10])
+            warnings.warn(
+                f"{(topology or trajectory).name} has no element columns: mdtraj guessed elements from atom names "
+                f"({shown}{', ...' if len(guesses) > 10 else ''}); check them, and pass masses= where a guess is "
+                "wrong (e.g. NA is read as nitrogen, CL as carbon)", stacklevel=3)
+        out = element
+    elif isinstance(masses, dict):
+        out = element.copy()
+        for k, a in enumerate(atoms):
+            key = f"{a.residue.name}:{a.name}"
+            if key in masses or a.name in masses:
+                out[k] = float(masses[key] if key in masses else masses[a.name])
+        unused = sorted(set(masses) - {f"{a.residue.name}:{a.name}" for a in atoms} - {a.name for a in atoms})
+        if unused:
+            raise ValueError(f"masses names atoms {unused} that the topology does not have")
+    else:
+        out = np.asarray(masses, dtype=np.float64)
+        if out.shape != (len(atoms),):
+            raise ValueError(f"masses must have shape ({len(atoms)},) (one per atom, amu), got {out.shape}")
+    if not np.all(np.isfinite(out)) or np.any(out <= 0):
+        bad = [a.name for a, m in zip(atoms, out) if not m > 0][:5]
+        raise ValueError(f"atoms {bad} have no positive mass (virtual sites, or an unknown element); pass masses=")
+    return out.astype(np.float64)
+
+
 def load_external(
     trajectory: str | Path,
     topology: Optional[str | Path] = None,
@@ -134,7 +196,9 @@ def load_external(
     temperature: float,
     forces_key: str = "forces",
     forces_unit: str = "kJ/mol/nm",
-    length_unit: str = "nm",
+    length_unit: Optional[str] = None,
+    masses=None,
+    box=None,
     constraints=None,
     stride: int = 1,
     timestep: Optional[float] = None,
@@ -155,9 +219,24 @@ def load_external(
     forces_key : str
         Entry of the ``.npz`` / HDF5 forces file.
     forces_unit : str
-        One of ``FORCE_UNITS`` (``kJ/mol/nm`` as in GROMACS/OpenMM, ``kcal/mol/A``, ``eV/A``, ...).
-    length_unit : str
-        Unit of a ``.npy`` positions array: ``nm`` or ``A`` (mdtraj files are converted by mdtraj).
+        Unit of the ``forces`` file: one of ``FORCE_UNITS`` (``kJ/mol/nm`` as in GROMACS/OpenMM,
+        ``kcal/mol/A``, ``eV/A``, ...). Forces read from a ``.trr`` are kJ/mol/nm by the format; a
+        ``forces_unit`` other than that is then ignored with a warning, and the file records what was used.
+    length_unit : {None, "nm", "A"}
+        None (default): positions are nm (mdtraj converts the files it reads to nm; a ``.npy`` array is
+        taken to be nm), and coordinates that look like Angstrom are refused. Given explicitly, the
+        unit is trusted and that check is skipped: the unit of a ``.npy`` array, or ``"nm"`` for a file
+        mdtraj reads (to accept a system the check misjudges).
+    masses : array-like, shape=(n_atoms,), amu, or dict, optional
+        Atom masses; a dict maps atom names (``"NA"``) or ``"RESIDUE:ATOM"`` to amu, the other atoms take
+        their element's mass. Default: element masses from the topology. Formats without element
+        columns (GRO, PDB files that leave them blank) make mdtraj guess elements from atom names, which
+        reads ``NA`` as nitrogen and ``CL`` as carbon: then a warning lists the guesses, and ``masses=``
+        sets them right.
+    box : array-like, shape=(3, 3) or (n_frames, 3, 3), nm, optional
+        Box vectors (rows) for a trajectory that has no unit cells (``.npy``, a DCD written without them)
+        of a periodic system; a (3, 3) box is used for every frame (constant volume). Periodic data
+        (the topology has box vectors) without a box are refused.
     constraints : None, "HBonds" or np.ndarray, shape=(n, 2), int
         Constraints used in the simulation: None (none), "HBonds" (every bond to hydrogen) or index pairs.
     stride : int
@@ -172,6 +251,8 @@ def load_external(
     """
     import mdtraj
 
+    masses_given = masses is not None
+    given_box = box
     trajectory = Path(trajectory)
     if not trajectory.is_file():
         raise FileNotFoundError(f"trajectory {str(trajectory)!r} does not exist")
@@ -179,8 +260,8 @@ def load_external(
         raise FileNotFoundError(f"topology {str(topology)!r} does not exist")
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
-    if length_unit not in LENGTH_UNITS:
-        raise ValueError(f"length_unit must be one of {sorted(LENGTH_UNITS)}, got {length_unit!r}")
+    if length_unit is not None and length_unit not in LENGTH_UNITS:
+        raise ValueError(f"length_unit must be None or one of {sorted(LENGTH_UNITS)}, got {length_unit!r}")
     temperature = float(units.strip(temperature, units.TEMPERATURE, "temperature"))
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 K, got {temperature}")
@@ -196,29 +277,45 @@ def load_external(
             xyz = np.load(trajectory)
             if xyz.ndim != 3 or xyz.shape[2] != 3:
                 raise ValueError(f"positions in {trajectory} must have shape (n_frames, n_atoms, 3), got {xyz.shape}")
-            xyz = (xyz * LENGTH_UNITS[length_unit])[::stride]
+            xyz = (xyz * LENGTH_UNITS[length_unit or "nm"])[::stride]
             box = None
             time = np.arange(0, len(np.load(trajectory, mmap_mode="r")), stride) * (1.0 if timestep is None else timestep)
     else:
         traj = mdtraj.load(str(trajectory), top=None if topology is None else str(topology), stride=stride)
         md_top, xyz, time = traj.topology, traj.xyz, traj.time.astype(np.float64)
         box = traj.unitcell_vectors
+    if suffix not in (".npy",) and length_unit not in (None, "nm"):
+        raise ValueError(f"length_unit for a {suffix} file may only be 'nm' (mdtraj converts it to nm; 'nm' skips the "
+                         f"Angstrom check), got {length_unit!r}")
     if md_top.n_atoms != xyz.shape[1]:
         raise ValueError(f"topology has {md_top.n_atoms} atoms but the trajectory has {xyz.shape[1]}")
-    check_nanometres(xyz[0], f"positions of {trajectory.name}")
+    if length_unit is None:
+        check_nanometres(xyz[0], f"positions of {trajectory.name}")
+    used_forces_unit = forces_unit
     if forces is not None:
         frc = read_forces(forces, forces_key, forces_unit)[::stride]
-    elif frc is None:
+    elif frc is not None:
+        used_forces_unit = "kJ/mol/nm (from the .trr)"
+        if forces_unit != "kJ/mol/nm":
+            warnings.warn(f"forces_unit={forces_unit!r} is ignored: the forces come from {trajectory.name}, and .trr "
+                          "forces are kJ/mol/nm", stacklevel=2)
+    if frc is None:
         raise ValueError(f"forces is required for {trajectory.name} (a .npy/.npz/.h5 file); only .trr files carry them")
     if frc.shape != xyz.shape:
         raise ValueError(f"forces has shape {frc.shape} but the trajectory has {xyz.shape} (after stride {stride})")
     top = md_top.to_openmm()
-    masses = np.array([a.element.mass if a.element is not None else 0.0 for a in md_top.atoms], dtype=np.float64)
-    if np.any(masses <= 0):
-        bad = [a.name for a, m in zip(md_top.atoms, masses) if m <= 0][:5]
-        raise ValueError(f"atoms without an element mass (virtual sites?) are not supported: {bad}")
+    masses = _masses(md_top, masses, None if topology is None else Path(topology), trajectory)
     if box is not None and not np.any(box):
         box = None
+    if given_box is not None:
+        if box is not None:
+            raise ValueError(f"box is given but {trajectory.name} has unit cells of its own; leave box out")
+        gb = np.asarray(units.strip(given_box, units.DISTANCE, "box"), dtype=np.float64)
+        box = np.broadcast_to(gb, (len(xyz), 3, 3)).copy() if gb.shape == (3, 3) else gb
+    elif box is None and (top.getPeriodicBoxVectors() is not None or _topology_has_cell(topology)):
+        raise ValueError(
+            f"{trajectory.name} has no unit cells but the topology {Path(topology).name if topology else ''} is periodic; "
+            "pass box= (3, 3) or (n_frames, 3, 3) nm, or a trajectory with unit cells")
     return AAData(
         positions=xyz,
         forces=frc,
@@ -231,7 +328,8 @@ def load_external(
         spec=None,
         temperature=temperature,
         attrs={"source": str(trajectory), "topology": str(topology or ""), "forces": str(forces or ""),
-               "forces_unit": forces_unit, "stride": stride},
+               "forces_unit": used_forces_unit, "length_unit": length_unit or "nm (checked)", "stride": stride,
+               "masses": "given" if masses_given else "elements of the topology"},
     )
 
 

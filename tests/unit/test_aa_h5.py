@@ -146,12 +146,17 @@ def test_writer_errors(tmp_path):
 @pytest.mark.parametrize(
     "field, value, match",
     [
-        ("forces", np.zeros((5, 8, 3)), "forces has shape"),
+        ("forces", np.zeros((5, 8, 3)), r"forces must have shape \(5, 9, 3\)"),
+        ("forces", np.full((5, 9, 3), np.nan), r"forces must be finite; forces\[0, 0, 0\] is nan"),
+        ("positions", np.full((5, 9, 3), np.inf), "positions must be finite"),
+        ("masses", -np.ones(9), "masses must be > 0.0 amu"),
+        ("temperature", "hot", "temperature must be a number"),
+        ("time", np.array([0, 1, 2, np.nan, 4.0]), "time must be finite"),
         ("positions", np.zeros((5, 9)), "positions must have shape"),
         ("box", np.zeros((4, 3, 3)), "box must have shape"),
         ("time", np.zeros(4), "time must have shape"),
         ("masses", np.ones(8), "masses must have shape"),
-        ("constraints", np.array([[0, 9]]), "constraints must index"),
+        ("constraints", np.array([[0, 9]]), r"constraints must be <= 8; constraints\[0, 1\] is 9"),
         ("temperature", -1.0, "temperature"),
     ],
 )

@@ -98,7 +98,8 @@ def test_angstrom_positions_are_caught(water):
     with pytest.raises(ValueError, match="look like Angstrom"):
         load_external(d / "pos_angstrom.npy", d / "top.pdb", d / "forces.npy", temperature=300.0)
     data = load_external(d / "pos_angstrom.npy", d / "top.pdb", d / "forces.npy", temperature=300.0, length_unit="A",
-                         timestep=0.01)
+                         timestep=0.01, box=water["box"])
+    np.testing.assert_allclose(data.box, np.tile(water["box"], (N_FRAMES, 1, 1)))
     np.testing.assert_allclose(data.positions, water["xyz"], atol=1e-5)
     np.testing.assert_allclose(data.time, np.arange(N_FRAMES) * 0.01)
     check_nanometres(water["xyz"][0])  # nm passes
@@ -141,3 +142,69 @@ def test_error_paths(water, tmp_path):
         load_external(d / "traj.dcd", d / "top.pdb", d / "forces.npy", temperature=300.0, length_unit="bohr")
     with pytest.raises(ValueError, match="constraints must be"):
         load_external(d / "traj.dcd", d / "top.pdb", d / "forces.npy", temperature=300.0, constraints="AllBonds")
+
+
+BOX2 = np.eye(3) * 2.0
+
+
+def _nacl(tmp_path):
+    """A GRO file with a Na+ and a Cl- ion (no element columns: mdtraj guesses N and C) and two frames of forces."""
+    (tmp_path / "ions.gro").write_text(
+        "ions\n    2\n    1NA      NA    1   0.500   0.500   0.500\n    2CL      CL    2   0.800   0.500   0.500\n"
+        "   2.00000   2.00000   2.00000\n")
+    xyz = np.array([[[0.5, 0.5, 0.5], [0.8, 0.5, 0.5]]] * 2, dtype=np.float32)
+    np.save(tmp_path / "ions.npy", xyz)
+    np.save(tmp_path / "ions_f.npy", np.ones_like(xyz))
+    return tmp_path / "ions.npy", tmp_path / "ions.gro", tmp_path / "ions_f.npy"
+
+
+def test_guessed_elements_warn_and_masses_override(tmp_path):
+    traj, top, frc = _nacl(tmp_path)
+    with pytest.warns(UserWarning, match=r"guessed elements.*NA:NA -> N.*CL:CL -> C"):
+        guessed = load_external(traj, top, frc, temperature=300.0, box=BOX2)
+    np.testing.assert_allclose(guessed.masses, [14.007, 12.011], atol=1e-2)  # what the guess gives, hence the warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        by_name = load_external(traj, top, frc, temperature=300.0, box=BOX2, masses={"NA": 22.99, "CL:CL": 35.45})
+        by_array = load_external(traj, top, frc, temperature=300.0, box=BOX2, masses=[22.99, 35.45])
+    np.testing.assert_allclose(by_name.masses, [22.99, 35.45])
+    np.testing.assert_array_equal(by_array.masses, by_name.masses)
+    assert by_name.attrs["masses"] == "given"
+    with pytest.raises(ValueError, match=r"masses must have shape \(2,\)"):
+        load_external(traj, top, frc, temperature=300.0, box=BOX2, masses=[1.0])
+    with pytest.raises(ValueError, match=r"masses names atoms \['K'\]"):
+        load_external(traj, top, frc, temperature=300.0, box=BOX2, masses={"K": 39.1})
+    with pytest.raises(ValueError, match="no positive mass"):
+        load_external(traj, top, frc, temperature=300.0, box=BOX2, masses=[22.99, -1.0])
+
+
+def test_explicit_length_unit_skips_the_angstrom_check_and_trr_force_unit_is_recorded(water, tmp_path):
+    d = water["dir"]
+    # a dilute system in nm that the nearest-neighbour heuristic misreads: the same atoms spread 10x apart
+    sparse = tmp_path / "sparse.npy"
+    np.save(sparse, water["xyz"] * 10.0)
+    with pytest.raises(ValueError, match="look like Angstrom"):
+        load_external(sparse, d / "top.pdb", d / "forces.npy", temperature=300.0)
+    data = load_external(sparse, d / "top.pdb", d / "forces.npy", temperature=300.0, length_unit="nm",
+                         box=water["box"] * 10.0)
+    np.testing.assert_allclose(data.positions, water["xyz"] * 10.0)
+    with pytest.raises(ValueError, match="may only be 'nm'"):
+        load_external(d / "traj.trr", d / "top.pdb", temperature=300.0, length_unit="A")
+    assert load_external(d / "traj.trr", d / "top.pdb", temperature=300.0, length_unit="nm").n_frames == N_FRAMES
+    with pytest.warns(UserWarning, match="forces_unit='kcal/mol/A' is ignored"):
+        trr = load_external(d / "traj.trr", d / "top.pdb", temperature=300.0, forces_unit="kcal/mol/A")
+    np.testing.assert_array_equal(trr.forces, water["frc"])
+    assert trr.attrs["forces_unit"] == "kJ/mol/nm (from the .trr)"
+
+
+def test_periodic_topology_without_unit_cells_is_refused(water):
+    d = water["dir"]
+    np.save(d / "pos.npy", water["xyz"])
+    with pytest.raises(ValueError, match="has no unit cells but the topology top.pdb is periodic; pass box="):
+        load_external(d / "pos.npy", d / "top.pdb", d / "forces.npy", temperature=300.0)
+    with pytest.raises(ValueError, match="has unit cells of its own"):
+        load_external(d / "traj.dcd", d / "top.pdb", d / "forces.npy", temperature=300.0, box=water["box"])
+    with pytest.raises(ValueError, match="box must have shape"):
+        load_external(d / "pos.npy", d / "top.pdb", d / "forces.npy", temperature=300.0, box=np.eye(2))
