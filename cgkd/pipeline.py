@@ -262,7 +262,8 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
     student_settings = {"arch": p.student_arch, "preset": p.student_preset, "epochs": p.student_epochs}
     s_s = run.stage("student", ["labels"], student_settings | {"f": p.force_target, "e": p.energy_target},
                     student_body(p.force_target, p.energy_target))
-    models = {"teacher": str(Path(s_t["dir"]) / "member_00" / "model.pt"), "student": s_s["model"]}
+    # one member of the ensemble, labelled as such (its CG MD stands for "a single teacher")
+    models = {"member_00": str(Path(s_t["dir"]) / "member_00" / "model.pt"), "student": s_s["model"]}
     if p.control:
         s_c = run.stage("control", ["labels"], student_settings, student_body("mapped", "none"))
         models["control"] = s_c["model"]

@@ -25,6 +25,7 @@ The group is written and read by the CG file's format module (:func:`cgkd.data.c
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict
 
@@ -50,6 +51,11 @@ def predict(model, data, batch_size: int = 16, device: str = "cpu") -> Dict[str,
     """
     dtype = next(model.parameters()).dtype
     model.to(device).eval()
+    names = list(getattr(model, "type_names", []) or [])
+    if names and names != list(data.type_names):  # bead types by name, in the model's numbering
+        data = replace(data, topology=data.topology.with_type_names(names, "the model"))
+    elif not names and hasattr(model, "n_types") and len(data.type_names) > int(model.n_types):
+        raise ValueError(f"the data have {len(data.type_names)} bead types but the model knows {int(model.n_types)}")
     frames = frameset_from_cg(data, dtype=dtype)
     f, b = data.n_frames, data.n_beads
     forces = np.zeros((f, b, 3), np.float32)

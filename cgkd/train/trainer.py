@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 import math
 import os
 import time
@@ -38,6 +39,8 @@ from cgkd.train.schedule import ScheduleRow, WeightSchedule
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 CHECKPOINT = "checkpoint.pt"
+#: Fewer distinct training frames than this draw a warning (a few frames of a liquid hold little information).
+FEW_FRAMES = 10
 LOG = "log.jsonl"
 #: Relative improvement of the monitored validation loss that counts as better (as ReduceLROnPlateau).
 IMPROVEMENT = 1e-4
@@ -249,6 +252,11 @@ def fit(
     for name, idx, fs in (("train_indices", train_indices, train_set), ("val_indices", val_indices, val_set)):
         if idx.min() < 0 or idx.max() >= fs.n_frames:
             raise ValueError(f"{name} must lie in 0..{fs.n_frames - 1}, got {idx.min()}..{idx.max()}")
+    n_distinct = len(np.unique(train_indices))
+    if n_distinct < FEW_FRAMES:
+        warnings.warn(
+            f"training on only {n_distinct} distinct frames (fewer than {FEW_FRAMES}): the model will fit noise; use "
+            "more frames (a longer or more frequently saved AA run)", stacklevel=2)
     train_set, val_set = train_set.to(dtype), val_set.to(dtype)
     model.to(device=device, dtype=dtype)
     if teacher is not None:

@@ -15,13 +15,13 @@ def test_pipeline_runs_caches_and_reruns_downstream(tmp_path):
     preset = PRESETS["test"]
     report = run_pipeline("reline", preset, tmp_path / "run", log=lines.append)
     text = report.read_text()
-    assert "| property | teacher | student |" in text
+    assert "| property | member_00 | student |" in text
     for png in ("rdf.png", "adf.png", "cdf.png"):
         assert (report.parent / png).stat().st_size > 1000
     ran = [line.split("]")[0].strip("[ ") for line in lines if line.startswith("[")]
     assert ran == [s for s in STAGES if s != "control"]
     summary = json.loads((tmp_path / "run" / "cgmd" / "stage.json").read_text())["summary"]
-    assert set(summary["runs"]) == {"teacher", "student", "native", "native_mscg"}
+    assert set(summary["runs"]) == {"member_00", "student", "native", "native_mscg"}
     native = json.loads((tmp_path / "run" / "native" / "stage.json").read_text())["summary"]["info"]
     assert native["native"]["force_target"] == "mean" and native["native_mscg"]["force_target"] == "mapped"
 

@@ -15,7 +15,7 @@ from cgkd.data.cg_h5 import CGData, read_cg, write_cg
 from cgkd.kd import ensemble_errors, load_teachers, make_labels, read_labels, train_student, train_teachers
 from cgkd.kd.labels import predict
 from cgkd.kd.students import uncertainty_weights
-from cgkd.kd.teachers import bootstrap_indices, make_split, member_dir, read_split
+from cgkd.kd.teachers import bootstrap_indices, build_potential, make_split, member_dir, read_split
 from cgkd.registry import UnknownNameError
 from cgkd.train import TrainConfig
 from cgkd.train.checkpoint import load_checkpoint
@@ -214,3 +214,22 @@ def test_teachers_in_a_process_pool(ensemble, tmp_path):
     a = load_teachers(root / "teachers", [2])[0].state_dict()
     b = load_teachers(tmp_path / "t", [2])[0].state_dict()
     assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
+
+
+def test_predict_matches_bead_types_by_name():
+    from dataclasses import replace as dc_replace
+
+    from cgkd.kd.labels import predict
+    from cgkd.topology import Topology
+
+    data = lj_fluid(n_frames=3)
+    pot = build_potential(data, "hipnn", TINY)
+    ref = predict(pot, data)[keys.FORCE]
+    t = data.topology
+    # the same beads with a type list in another order (and an unused extra type): the same forces
+    shuffled = Topology(["Z"] + list(t.type_names), t.types + 1, t.masses, t.names, t.molecules, t.molecule_names,
+                        t.bonds)
+    np.testing.assert_array_equal(predict(pot, dc_replace(data, topology=shuffled))[keys.FORCE], ref)
+    other = Topology(["Q"], np.zeros_like(t.types), t.masses, t.names, t.molecules, t.molecule_names, t.bonds)
+    with pytest.raises(ValueError, match=r"particle types \['Q'\] that the model does not know"):
+        predict(pot, dc_replace(data, topology=other))

@@ -509,3 +509,17 @@ def test_batch_without_frames_for_a_masked_term_gives_zero_not_nan_gradients():
     assert torch.all(torch.isfinite(g)) and np.isfinite(value)
     g_energy, v_energy = grads(model, Loss([LossSpec("energy", weight=0.1)]), fs.batch([0, 1]), {"energy": 0.1})
     torch.testing.assert_close(g, g_energy, rtol=1e-12, atol=0.0)
+
+
+def test_training_on_a_few_frames_warns(tmp_path):
+    from cgkd.kd.teachers import build_potential
+    from cgkd.train.frames import frameset_from_cg
+    from cgkd.train.trainer import TrainConfig, fit
+
+    from test_kd import TINY, lj_fluid
+
+    data = lj_fluid(n_frames=4)
+    fs = frameset_from_cg(data)
+    with pytest.warns(UserWarning, match="training on only 2 distinct frames"):
+        fit(build_potential(data, "hipnn", TINY), fs, fs, TrainConfig(max_epochs=1, batch_size=2), tmp_path,
+            train_indices=[0, 1, 0], val_indices=[3])
