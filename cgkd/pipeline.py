@@ -194,11 +194,19 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
         from cgkd.aa import simulate
         from cgkd.io.aa_h5 import n_frames as aa_n_frames, read_aa
 
+        from cgkd.analysis.sampling import aa_sampling_report, format_report
+
         out = simulate(spec, size=p.size, out=folder / "aa.h5", production_steps=p.aa_production_steps, progress=True)
-        aa_data = read_aa(out, frames=slice(0, 1))
+        aa_data = read_aa(out)
         n = aa_n_frames(out)
-        return {"path": str(out), "atoms": aa_data.n_atoms, "frames": n,
-                "line": f"AA MD: {aa_data.n_atoms} atoms, {n} frames -> {out}"}
+        sampling = aa_sampling_report(aa_data)
+        write_text(folder / "sampling.json", json.dumps(sampling, indent=1))
+        for line in format_report(sampling).splitlines():
+            log(f"  AA sampling: {line}")
+        eff = sampling.get("n_eff_structure")
+        return {"path": str(out), "atoms": aa_data.n_atoms, "frames": n, "sampling": sampling,
+                "line": f"AA MD: {aa_data.n_atoms} atoms, {n} frames -> {out}; about "
+                        f"{'n/a' if eff is None else f'{eff:.0f}'} independent configurations"}
 
     s_aa = run.stage("aa", [], {"spec": to_dict(spec) | {"source": ""}, "size": p.size,
                                  "steps": p.aa_production_steps}, aa)

@@ -10,10 +10,14 @@ from cgkd.analysis.frames import Frames, concat, load_frames
 from cgkd.analysis.metrics import jensen_shannon, total_absolute_error
 from cgkd.analysis.rdf import first_minimum, rdf
 from cgkd.analysis.report import CompareSettings, compare
+from cgkd.analysis.sampling import aa_sampling_report, integrated_autocorrelation_time, sampling_report
 from cgkd.analysis.transport import density, diffusion_coefficient, msd, unwrap
 
 __all__ = [
     "CompareSettings",
+    "aa_sampling_report",
+    "integrated_autocorrelation_time",
+    "sampling_report",
     "Frames",
     "adf",
     "bonded_distributions",

@@ -29,7 +29,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the spec's seed)")
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start over even if FILE exists (default: resume from its last checkpoint)")
-    p.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--quiet", dest="progress", action="store_false", help="no progress reports")
+    p.add_argument("--no-sampling", dest="sampling", action="store_false",
+                   help="skip the sampling report (autocorrelation times and effective sample sizes of the potential "
+                        "energy and the structure, written to FILE.sampling.json)")
     return p
 
 
@@ -39,4 +42,16 @@ def run(args: argparse.Namespace) -> int:
     out = simulate(args.spec, args.size, args.out, platform=args.platform, production_steps=args.steps,
                    report_interval=args.report_interval, seed=args.seed, progress=args.progress, resume=args.resume)
     print(out)
+    if args.sampling:
+        import json
+        import sys
+
+        from cgkd.analysis.sampling import aa_sampling_report, format_report
+        from cgkd.io.aa_h5 import read_aa
+        from cgkd.io.atomic import write_text
+
+        rep = aa_sampling_report(read_aa(out))
+        path = out.with_name(out.name + ".sampling.json")
+        write_text(path, json.dumps(rep, indent=1))
+        print(f"sampling ({path}):\n" + format_report(rep), file=sys.stderr)
     return 0
