@@ -23,7 +23,7 @@ def add_parser(subparsers):
     p.add_argument("--platform", default=None, help="OpenMM platform (Reference, CPU, CUDA, ...)")
     p.add_argument("--seed", type=int, default=0,
                    help="replica k uses a fixed seed derived from SEED and k: the same SEED gives the same run (default 0)")
-    p.add_argument("--min-distance", type=float, default=None, help="nm; default 0.8 x the smallest mapped AA distance")
+    p.add_argument("--min-distance", type=float, default=None, help="nm; a pair below it at two checks in a row is a collapse (default 0.75 x the smallest mapped AA distance of its type pair)")
     p.add_argument("--torch-threads", type=int, default=1,
                    help="torch threads for the model (default 1: fastest for small CG models, robust on busy machines)")
     p.add_argument("--no-progress", action="store_true", help="no progress reports")

@@ -49,7 +49,12 @@ from cgkd.openmm.native import native_system
 from cgkd.openmm.system import as_artefact, create_system
 
 #: Fraction of the smallest AA (mapped) distance per type pair below which a CG pair counts as collapsed.
-MIN_DISTANCE_FACTOR = 0.8
+#: The smallest distance is taken over up to ``COLLAPSE_FRAMES`` frames of the AA data, and a pair must stay
+#: below it for ``COLLAPSE_CHECKS`` consecutive checks: with 0.8 x the minimum of 20 frames, two reline
+#: replicas were stopped at real, transient Cl-Cl contacts of 0.353-0.358 nm (threshold 0.359 nm).
+MIN_DISTANCE_FACTOR = 0.75
+COLLAPSE_FRAMES = 200
+COLLAPSE_CHECKS = 2
 #: Default time step (ps) per model kind (docs/benchmarks.md, the time-step probe of benchmarks.native_speed).
 DEFAULT_TIMESTEP = {"neural": 0.004, "native": 0.016}
 #: Runaway: potential energy per bead rising more than this many kT above its initial value.
@@ -57,7 +62,7 @@ RUNAWAY_KT_PER_BEAD = 20.0
 
 
 def min_pair_distances(positions: np.ndarray, box: Optional[np.ndarray], types: np.ndarray, n_types: int,
-                       max_frames: int = 20) -> np.ndarray:
+                       max_frames: int = COLLAPSE_FRAMES) -> np.ndarray:
     """Smallest distance per bead-type pair over (up to ``max_frames`` evenly spaced) frames.
 
     Parameters
@@ -90,8 +95,13 @@ def degrees_of_freedom(system: openmm.System) -> int:
     return 3 * n - system.getNumConstraints() - (3 if removes_cm else 0)
 
 
-def _check(energy: float, forces: np.ndarray, pos: np.ndarray, box, types, threshold, e0: float, n: int, kt: float):
-    """None if the frame is fine, else the reason it is not."""
+def _check(energy: float, forces: np.ndarray, pos: np.ndarray, box, types, threshold, e0: float, n: int, kt: float,
+           close_before: Optional[dict] = None):
+    """None if the frame is fine, else the reason it is not.
+
+    ``close_before`` (updated in place) maps each bead pair found below the collapse threshold to the number of
+    consecutive checks it has been there; a pair collapses once that reaches ``COLLAPSE_CHECKS``.
+    """
     if not np.isfinite(energy):
         return "non-finite potential energy"
     if not np.all(np.isfinite(forces)) or not np.all(np.isfinite(pos)):
@@ -101,10 +111,15 @@ def _check(energy: float, forces: np.ndarray, pos: np.ndarray, box, types, thres
     if threshold is not None:
         i, j = np.triu_indices(n, k=1)
         d = geometry.pair_distances(pos, box)
-        bad = d < threshold[types[i], types[j]]
-        if np.any(bad):
-            k = int(np.argmax(bad))
-            return f"beads {i[k]} and {j[k]} at {d[k]:.3f} nm, closer than {threshold[types[i[k]], types[j[k]]]:.3f} nm"
+        bad = np.nonzero(d < threshold[types[i], types[j]])[0]
+        counts = {} if close_before is None else close_before
+        now = {(int(i[k]), int(j[k])): counts.get((int(i[k]), int(j[k])), 0) + 1 for k in bad}
+        counts.clear()
+        counts.update(now)
+        for k in bad:
+            if now[(int(i[k]), int(j[k]))] >= (COLLAPSE_CHECKS if close_before is not None else 1):
+                return (f"beads {i[k]} and {j[k]} at {d[k]:.3f} nm, closer than "
+                        f"{threshold[types[i[k]], types[j[k]]]:.3f} nm for {now[(int(i[k]), int(j[k]))]} checks in a row")
     return None
 
 
@@ -174,8 +189,9 @@ def run_cg_md(
         Replica k uses ``cgkd.seeds.openmm_seed(seed, k)`` for velocities and the integrator: the same
         seed gives the same trajectories on every run (0 included, which OpenMM would read as "random").
     min_distance : float or np.ndarray (n_types, n_types), nm, optional
-        Collapse threshold; default ``MIN_DISTANCE_FACTOR`` x the smallest mapped-AA distance per
-        type pair. ``0`` switches the check off.
+        Collapse threshold; default ``MIN_DISTANCE_FACTOR`` (0.75) x the smallest mapped-AA distance per
+        type pair over up to ``COLLAPSE_FRAMES`` frames. A pair collapses when it stays below the threshold for
+        ``COLLAPSE_CHECKS`` consecutive checks (transient close contacts pass). ``0`` switches the check off.
     progress : bool
         Report progress per replica (a bar in a terminal, periodic lines otherwise).
     torch_threads : int or None
@@ -391,6 +407,8 @@ def _run_replica(k, system, topology, data, start, types, threshold, out, *, ste
                   "failure": None, "time_to_failure_ps": None}
         done, wall0, append = 0, 0.0, False
     last_good = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
+    # bead pairs below the collapse threshold and for how many checks in a row (kept across a resume)
+    close: dict = {(int(a), int(b)): int(c) for a, b, c in saved.get("close", [])} if append else {}
     t0 = time.perf_counter()
     with open(dcd_path, "r+b" if append else "wb") as dcd_fh, open(csv_path, "a" if append else "w", newline="") as csv_fh:
         dcd = app.DCDFile(dcd_fh, topology, timestep * u.picosecond, 0, report_interval, append=append)
@@ -404,6 +422,7 @@ def _run_replica(k, system, topology, data, start, types, threshold, out, *, ste
             rec = dict(record, steps_done=done, wall_s=wall0 + time.perf_counter() - t0)
             payload = {"steps_done": done, "wall_s": rec["wall_s"], "dcd_bytes": dcd_fh.tell(),
                        "csv_bytes": csv_fh.tell(), "record": rec, "finished": finished,
+                       "close": [[a, b, c] for (a, b), c in close.items()],
                        "checkpoint": None if finished else base64.b64encode(ctx.createCheckpoint()).decode()}
             write_text(state_path, json.dumps(payload))
 
@@ -426,7 +445,7 @@ def _run_replica(k, system, topology, data, start, types, threshold, out, *, ste
             ekin = state.getKineticEnergy().value_in_unit(u.kilojoule_per_mole)
             forces = state.getForces(asNumpy=True).value_in_unit(units.FORCE)
             cur_box = None if box is None else state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)
-            reason = _check(epot, forces, pos, cur_box, types, threshold, e0, n, kt)
+            reason = _check(epot, forces, pos, cur_box, types, threshold, e0, n, kt, close)
             if reason is not None:
                 record.update(survived=False, failure=reason, time_to_failure_ps=(done + chunk) * timestep)
                 break

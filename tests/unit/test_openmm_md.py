@@ -87,11 +87,13 @@ def test_collapse_threshold_from_aa_data(tmp_path, artefact):
     assert dmin.shape == (2, 2) and np.allclose(dmin, dmin.T)
     # lattice spacing L/4 = 0.6 nm, 0.02 nm noise per coordinate: the closest pairs sit a little below 0.6
     assert np.all((dmin > 0.45) & (dmin < 0.6))
-    # a threshold above any distance the liquid can reach makes every replica fail at the first check
-    summary = run_cg_md(artefact, data, tmp_path / "run", n_replicas=1, steps=40, report_interval=20,
+    # a threshold above any distance the liquid can reach makes every replica fail at the second check (a pair
+    # must stay below it for two checks in a row)
+    summary = run_cg_md(artefact, data, tmp_path / "run", n_replicas=1, steps=60, report_interval=20,
                         min_distance=5.0, backend="python", platform="Reference", progress=False)
     r = summary["replicas"][0]
-    assert not r["survived"] and "closer than" in r["failure"] and r["time_to_failure_ps"] == pytest.approx(0.08)
+    assert not r["survived"] and "closer than" in r["failure"] and r["time_to_failure_ps"] == pytest.approx(0.16)
+    assert r["steps_done"] == 20  # the first close frame was still written
 
 
 def test_langevin_temperature(tmp_path, artefact):
@@ -230,3 +232,24 @@ def test_killed_run_resumes_to_the_uninterrupted_trajectory(tmp_path, artefact):
         np.testing.assert_array_equal(_xyz(run, k), _xyz(ref, k))
         assert _energies(run, k) == _energies(ref, k)
     assert [r["steps_done"] for r in summary["replicas"]] == [1500, 1500]
+
+
+def test_collapse_needs_two_checks_in_a_row():
+    from cgkd.openmm.md import COLLAPSE_CHECKS, _check
+
+    pos = np.array([[0.0, 0, 0], [0.1, 0, 0], [1.0, 0, 0]])
+    types = np.zeros(3, dtype=int)
+    thr = np.full((1, 1), 0.2)
+    f = np.zeros((3, 3))
+    close = {}
+    assert COLLAPSE_CHECKS == 2
+    assert _check(0.0, f, pos, None, types, thr, 0.0, 3, 2.5, close) is None  # first time close: a contact
+    assert close == {(0, 1): 1}
+    far = pos.copy()
+    far[1, 0] = 0.5
+    assert _check(0.0, f, far, None, types, thr, 0.0, 3, 2.5, close) is None and close == {}  # it left: reset
+    assert _check(0.0, f, pos, None, types, thr, 0.0, 3, 2.5, close) is None
+    reason = _check(0.0, f, pos, None, types, thr, 0.0, 3, 2.5, close)
+    assert reason is not None and "beads 0 and 1 at 0.100 nm" in reason and "2 checks in a row" in reason
+    # without a history (one frame judged alone) one check is enough
+    assert _check(0.0, f, pos, None, types, thr, 0.0, 3, 2.5) is not None
