@@ -152,3 +152,29 @@ def test_native_speed_lj_reference_and_plot(tmp_path):
                            for dt in (0.004, 0.016)]}
     plot(result, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_learning_curve_cells_and_paired_summary(tmp_path):
+    from benchmarks.learning_curve import cell_frames, mean_ci, run, summarise
+    from cgkd.data.cg_h5 import write_cg
+    from test_kd import lj_fluid
+
+    sel = cell_frames(100, 10, 5, 20)
+    assert sel["train"][0] == 0 and sel["train"][-1] == 74 and len(sel["train"]) == 10
+    assert sel["val"] == list(range(75, 80)) and sel["test"] == list(range(80, 100))
+    with pytest.raises(ValueError, match="cannot hold"):
+        cell_frames(30, 10, 5, 20)
+    m, h, n = mean_ci([1.0, 2.0, 3.0])
+    assert (m, n) == (2.0, 3) and h == pytest.approx(4.303 * 1.0 / np.sqrt(3))
+    write_cg(tmp_path / "cg.h5", lj_fluid(n_frames=20))
+    res = run(tmp_path / "cg.h5", "tiny", tmp_path / "lc")
+    assert [r["n_train"] for r in res["rows"]] == [4, 8] and all(r["seeds"] == 2 for r in res["rows"])
+    cell = res["cells"][0]
+    assert set(cell["rmse"]) == {"control", "student", "ensemble", "member_mean"}
+    assert all(np.isfinite(v) and v > 0 for v in cell["rmse"].values())
+    # the paired difference is the mean of the per-seed differences
+    n4 = [c for c in res["cells"] if c["n_train"] == 4]
+    diff = np.mean([c["rmse"]["student"] - c["rmse"]["control"] for c in n4])
+    assert res["rows"][0]["student_minus_control"]["mean"] == pytest.approx(diff)
+    again = run(tmp_path / "cg.h5", "tiny", tmp_path / "lc")  # resumed: every cell is read back
+    assert summarise(again["cells"]) == res["rows"]

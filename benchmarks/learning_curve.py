@@ -1,0 +1,246 @@
+"""Learning curves (issue 11, deliver 2): force error against the number of independent training configurations.
+
+For each N on a grid and each seed, three models are trained on the same N frames (spread evenly over the
+first part of the trajectory, so that their spacing is as large as the data allow):
+
+- ``control``: the student architecture on the mapped forces (direct force matching);
+- ``student``: the same architecture on the ensemble-mean forces of the teachers;
+- ``ensemble``: the M teachers themselves (bootstrap members on the N frames), evaluated as their mean.
+
+All are scored against the mapped forces of a held-out block of frames at the end of the trajectory
+(``test_frames``; never used for training or validation), as RMSE per component in kJ/mol/nm. Paired by
+seed, the report gives the mean difference student - control (and ensemble - control) per N with a 95 %
+confidence interval (Student t over the seeds) and the ratio of the mean errors. The hypothesis tested:
+distillation helps most where data is scarce.
+
+Every cell (N, seed) lives in its own folder (a CG file of its frames, a teacher folder, two student
+folders) and is resumable: a rerun skips what is finished. Usage::
+
+    python -m benchmarks.learning_curve --cg runs/water-evidence/cg.h5 --preset reduced --out runs/lc-water
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from benchmarks.common import save_result
+from cgkd.io.atomic import write_text
+
+
+@dataclass(frozen=True)
+class LCPreset:
+    n_grid: Tuple[int, ...]
+    seeds: Tuple[int, ...]
+    members: int
+    teacher_preset: str
+    student_preset: str
+    teacher_epochs: int
+    student_epochs: int
+    val_frames: int = 16
+    test_frames: int = 64
+    batch_size: int = 8
+    arch: str = "hipnn"
+
+
+PRESETS: Dict[str, LCPreset] = {
+    # a few minutes: for the test and for trying the script
+    "tiny": LCPreset(n_grid=(4, 8), seeds=(0, 1), members=2, teacher_preset="small", student_preset="small",
+                     teacher_epochs=2, student_epochs=2, val_frames=4, test_frames=4, batch_size=4),
+    # what fits about an hour of one CPU core on the 300-molecule water box
+    "reduced": LCPreset(n_grid=(8, 32, 128), seeds=(0, 1, 2, 3, 4), members=4, teacher_preset="small",
+                        student_preset="small", teacher_epochs=15, student_epochs=15),
+    # the full curve (hours on 2 cores)
+    "cpu": LCPreset(n_grid=(8, 16, 32, 64, 128, 256, 512), seeds=(0, 1, 2, 3, 4), members=8, teacher_preset="small",
+                    student_preset="small", teacher_epochs=30, student_epochs=30, test_frames=128),
+}
+
+#: Two-sided 95 % Student-t quantiles by degrees of freedom.
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t95(dof: int) -> float:
+    if dof < 1:
+        return float("nan")
+    keys_ = sorted(T95)
+    return T95[max(k for k in keys_ if k <= dof)] if dof < 30 else 1.96 + (2.042 - 1.96) * 30 / dof
+
+
+def mean_ci(x: Sequence[float]) -> Tuple[float, float, int]:
+    """Mean and the half-width of its 95 % confidence interval (t over n - 1 degrees of freedom)."""
+    x = np.asarray([v for v in x if v is not None and np.isfinite(v)], dtype=np.float64)
+    if len(x) == 0:
+        return float("nan"), float("nan"), 0
+    if len(x) == 1:
+        return float(x[0]), float("nan"), 1
+    return float(x.mean()), float(t95(len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))), len(x)
+
+
+def cell_frames(n_total: int, n_train: int, val_frames: int, test_frames: int) -> Dict[str, List[int]]:
+    """Train frames evenly spread over the frames before the validation and test blocks; test last."""
+    n_pool = n_total - test_frames - val_frames
+    if n_pool < n_train:
+        raise ValueError(f"{n_total} frames cannot hold {n_train} training, {val_frames} validation and "
+                         f"{test_frames} test frames")
+    train = np.unique(np.linspace(0, n_pool - 1, n_train).round().astype(int))
+    return {"train": train.tolist(), "val": list(range(n_pool, n_pool + val_frames)),
+            "test": list(range(n_total - test_frames, n_total))}
+
+
+def run_cell(data, n_train: int, seed: int, preset: LCPreset, folder: Path, device: str = "cpu") -> dict:
+    """Train and score the three models of one (N, seed) cell; resumable (``folder/result.json`` last)."""
+    from cgkd.data.cg_h5 import write_cg
+    from cgkd.kd import ensemble_errors, make_labels, train_student, train_teachers
+    from cgkd.kd.labels import labels_are_current
+    from cgkd.train import TrainConfig
+
+    done = folder / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    sel = cell_frames(data.n_frames, n_train, preset.val_frames, preset.test_frames)
+    frames = sel["train"] + sel["val"] + sel["test"]
+    cg = folder / "cg.h5"
+    if not cg.is_file():
+        write_cg(cg, data.subset(np.asarray(frames)))
+    n_tr, n_va = len(sel["train"]), len(sel["val"])
+    split = {"train": list(range(n_tr)), "val": list(range(n_tr, n_tr + n_va)),
+             "test": list(range(n_tr + n_va, len(frames)))}
+    tdir = folder / "teachers"
+    tdir.mkdir(exist_ok=True)
+    if not (tdir / "split.json").is_file():
+        write_text(tdir / "split.json", json.dumps(split))
+    base = TrainConfig(batch_size=preset.batch_size, device=device, progress=False)
+    t0 = time.perf_counter()
+    train_teachers(cg, tdir, n_members=preset.members, arch=preset.arch, preset=preset.teacher_preset,
+                   config=replace(base, max_epochs=preset.teacher_epochs, seed=1000 * seed))
+    t_teach = time.perf_counter() - t0
+    if not labels_are_current(cg, tdir):
+        make_labels(cg, tdir, device=device)
+    ens = ensemble_errors(cg, tdir, "test")
+    scfg = replace(base, max_epochs=preset.student_epochs, seed=1000 * seed + 500)
+    t0 = time.perf_counter()
+    student = train_student(cg, tdir, folder / "student", force_target="mean", energy_target="none",
+                            arch=preset.arch, preset=preset.student_preset, config=scfg)
+    control = train_student(cg, tdir, folder / "control", force_target="mapped", energy_target="none",
+                            arch=preset.arch, preset=preset.student_preset, config=scfg)
+    t_students = time.perf_counter() - t0
+    result = {
+        "n_train": n_tr, "seed": seed, "frames": sel,
+        "rmse": {"control": control["force_rmse_vs_mapped"], "student": student["force_rmse_vs_mapped"],
+                 "ensemble": ens["mean_rmse"], "member_mean": float(np.mean(ens["member_rmse"]))},
+        "mapped_force_rms": ens["mapped_force_rms"], "mean_force_std": ens["mean_force_std"],
+        "wall_s": {"teachers": t_teach, "students": t_students},
+    }
+    write_text(done, json.dumps(result, indent=1))
+    return result
+
+
+def summarise(cells: List[dict]) -> List[dict]:
+    """Per N: mean RMSE with 95 % CI per model, and paired differences to the control."""
+    rows = []
+    for n in sorted({c["n_train"] for c in cells}):
+        cs = [c for c in cells if c["n_train"] == n]
+        row = {"n_train": n, "seeds": len(cs)}
+        for model in ("control", "student", "ensemble", "member_mean"):
+            m, h, k = mean_ci([c["rmse"][model] for c in cs])
+            row[model] = {"mean": m, "ci95": h}
+        for model in ("student", "ensemble"):
+            d = [c["rmse"][model] - c["rmse"]["control"] for c in cs]
+            m, h, k = mean_ci(d)
+            row[f"{model}_minus_control"] = {"mean": m, "ci95": h, "wins": int(sum(v < 0 for v in d)), "n": k}
+        rms = float(np.mean([c["mapped_force_rms"] for c in cs]))
+        row["mapped_force_rms"] = rms
+        for model in ("control", "student", "ensemble"):
+            row[f"{model}_explained"] = 1.0 - (row[model]["mean"] / rms) ** 2
+        rows.append(row)
+    return rows
+
+
+def plot(rows: List[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    n = np.array([r["n_train"] for r in rows])
+    for model, style in (("control", "o-"), ("student", "s-"), ("ensemble", "^-")):
+        m = np.array([r[model]["mean"] for r in rows])
+        h = np.nan_to_num(np.array([r[model]["ci95"] for r in rows]))
+        ax[0].errorbar(n, m, yerr=h, fmt=style, capsize=3, label=model)
+    ax[0].set_xscale("log")
+    ax[0].set_xlabel("training configurations N")
+    ax[0].set_ylabel("held-out force RMSE vs mapped (kJ/mol/nm)")
+    ax[0].legend()
+    for model, style in (("student", "s-"), ("ensemble", "^-")):
+        m = np.array([r[f"{model}_minus_control"]["mean"] for r in rows])
+        h = np.nan_to_num(np.array([r[f"{model}_minus_control"]["ci95"] for r in rows]))
+        ax[1].errorbar(n, m, yerr=h, fmt=style, capsize=3, label=f"{model} - control")
+    ax[1].axhline(0.0, color="k", lw=0.8)
+    ax[1].set_xscale("log")
+    ax[1].set_xlabel("training configurations N")
+    ax[1].set_ylabel("paired difference (kJ/mol/nm), 95 % CI")
+    ax[1].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(cg_path: Path, preset_name: str, out: Path, device: str = "cpu", name: Optional[str] = None,
+        plot_path: Optional[Path] = None) -> dict:
+    from cgkd.data.cg_h5 import read_cg
+    from cgkd.progress import note
+    from cgkd.train.checkpoint import num_threads
+
+    preset = PRESETS[preset_name]
+    data = read_cg(cg_path)
+    cells = []
+    total = len(preset.n_grid) * len(preset.seeds)
+    with num_threads(1):
+        for i, (n, seed) in enumerate((n, s) for n in preset.n_grid for s in preset.seeds):
+            t0 = time.perf_counter()
+            cells.append(run_cell(data, n, seed, preset, out / f"n{n:04d}" / f"seed{seed}", device))
+            r = cells[-1]["rmse"]
+            note(f"learning curve {i + 1}/{total}: N={n} seed={seed} control {r['control']:.1f}, student "
+                 f"{r['student']:.1f}, ensemble {r['ensemble']:.1f} kJ/mol/nm ({time.perf_counter() - t0:.0f} s)")
+    rows = summarise(cells)
+    result = {"cg": str(cg_path), "n_frames": data.n_frames, "n_beads": data.n_beads, "preset": preset_name,
+              "settings": asdict(preset), "rows": rows, "cells": cells}
+    if name:
+        save_result(name, result)
+    if plot_path is not None:
+        plot(rows, plot_path, f"{Path(cg_path).parent.name}: {data.n_beads} beads, preset {preset_name}")
+    return result
+
+
+def main(argv: Optional[list] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cg", required=True, type=Path, help="CG dataset (cgkd map) with well-spaced frames")
+    p.add_argument("--preset", default="reduced", choices=sorted(PRESETS))
+    p.add_argument("--out", required=True, type=Path, help="work folder (resumable)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--name", default=None, help="result name in benchmarks/results (default learning_curve_<preset>)")
+    p.add_argument("--plot", type=Path, default=None, help="PNG of the curves")
+    args = p.parse_args(argv)
+    res = run(args.cg, args.preset, args.out, args.device, args.name or f"learning_curve_{args.preset}", args.plot)
+    for r in res["rows"]:
+        d = r["student_minus_control"]
+        e = r["ensemble_minus_control"]
+        print(f"N={r['n_train']:4d}  control {r['control']['mean']:.2f}  student {r['student']['mean']:.2f}  "
+              f"ensemble {r['ensemble']['mean']:.2f}  student-control {d['mean']:+.2f} +- {d['ci95']:.2f} "
+              f"({d['wins']}/{d['n']} wins)  ensemble-control {e['mean']:+.2f} +- {e['ci95']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
