@@ -151,6 +151,7 @@ def simulate(
     production_steps: Optional[int] = None,
     report_interval: Optional[int] = None,
     seed: Optional[int] = None,
+    temperature: Optional[float] = None,
     progress: bool = True,
     resume: bool = True,
     callback: Optional[Callable[[int], None]] = None,
@@ -173,6 +174,9 @@ def simulate(
         Steps between saved frames (default: the size's).
     seed : int, optional
         Seed for insertion, velocities, thermostat and barostat (default: ``spec.seed``).
+    temperature : float, K, optional
+        Run at this temperature instead of the spec's (the file's embedded spec records it), e.g. to
+        reach a state where a viscous liquid relaxes within the run.
     progress : bool
         Report progress (a bar in a terminal, periodic lines in logs).
     resume : bool
@@ -190,6 +194,10 @@ def simulate(
     """
     if not isinstance(spec, SystemSpec):
         spec = load_spec(spec)
+    if temperature is not None:
+        from dataclasses import replace
+
+        spec = replace(spec, temperature=float(units.strip(temperature, units.TEMPERATURE, "temperature")))
     protocol = spec.size(size)
     steps = protocol.production_steps if production_steps is None else int(production_steps)
     interval = protocol.report_interval if report_interval is None else int(report_interval)

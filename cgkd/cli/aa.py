@@ -27,6 +27,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--platform", default=None, metavar="NAME",
                    help="OpenMM platform: CUDA, OpenCL, CPU or Reference (default: fastest available)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the spec's seed)")
+    p.add_argument("--temperature", type=float, default=None, metavar="K",
+                   help="run at this temperature instead of the spec's (recorded in the file)")
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start over even if FILE exists (default: resume from its last checkpoint)")
     p.add_argument("--quiet", dest="progress", action="store_false", help="no progress reports")
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from cgkd.aa.simulate import simulate
 
     out = simulate(args.spec, args.size, args.out, platform=args.platform, production_steps=args.steps,
-                   report_interval=args.report_interval, seed=args.seed, progress=args.progress, resume=args.resume)
+                   report_interval=args.report_interval, seed=args.seed, temperature=args.temperature,
+                   progress=args.progress, resume=args.resume)
     print(out)
     if args.sampling:
         import json

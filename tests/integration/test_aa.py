@@ -151,6 +151,14 @@ def test_cli_runs_water(tmp_path, capsys):
     data = read_aa(out)
     assert data.n_frames == 4 and data.n_atoms == 180 and data.constraints.shape == (180, 2)  # rigid water: 3 each
     assert main(["aa", "water", "--size", "nope", "--out", str(out)]) == 2
+    assert (tmp_path / "w.h5.sampling.json").is_file()  # the sampling report (4 frames: too few, and it says so)
+    # another temperature than the spec's, recorded in the file and its embedded spec
+    hot = tmp_path / "hot.h5"
+    assert main(["aa", "water", "--size", "test", "--out", str(hot), "--steps", "20", "--report-interval", "10",
+                 "--platform", "CPU", "--quiet", "--temperature", "350", "--no-sampling"]) == 0
+    data = read_aa(hot)
+    assert data.temperature == 350.0 and data.spec.temperature == 350.0
+    assert not (tmp_path / "hot.h5.sampling.json").exists()
 
 
 def test_no_resume_keeps_the_old_file_until_the_new_run_is_done(tmp_path):
