@@ -331,7 +331,17 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
     def compare_body(folder: Path) -> dict:
         from cgkd.analysis import compare
 
-        res = compare(cg_path, {label: r["dir"] for label, r in s_md["runs"].items()}, folder)
+        import numpy as np
+
+        from cgkd.data.cg_h5 import read_cg
+        from cgkd.kd.teachers import read_split
+
+        # the AA reference is the frames no model trained on (the teachers' validation and test blocks)
+        split = read_split(s_t["dir"])
+        held_out = np.asarray(split["val"] + split["test"], dtype=np.int64)
+        reference = read_cg(cg_path).subset(held_out)
+        res = compare(reference, {label: r["dir"] for label, r in s_md["runs"].items()}, folder,
+                      reference_label=f"AA (mapped, {len(held_out)} held-out frames)")
         rows = []
         for label, errs in res["errors"].items():
             by_kind: Dict[str, list] = {}
