@@ -59,6 +59,10 @@ COLLAPSE_CHECKS = 2
 DEFAULT_TIMESTEP = {"neural": 0.004, "native": 0.016}
 #: Runaway: potential energy per bead rising more than this many kT above its initial value.
 RUNAWAY_KT_PER_BEAD = 20.0
+#: Runaway: instantaneous kinetic temperature above this multiple of the thermostat's (a bead shot off at
+#: huge speed: its potential energy may look harmless in a periodic box). For 100 degrees of freedom the chance
+#: of 2x by fluctuation alone is below 1e-12.
+RUNAWAY_TEMPERATURE_FACTOR = 3.0
 
 
 def min_pair_distances(positions: np.ndarray, box: Optional[np.ndarray], types: np.ndarray, n_types: int,
@@ -446,6 +450,9 @@ def _run_replica(k, system, topology, data, start, types, threshold, out, *, ste
             forces = state.getForces(asNumpy=True).value_in_unit(units.FORCE)
             cur_box = None if box is None else state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)
             reason = _check(epot, forces, pos, cur_box, types, threshold, e0, n, kt, close)
+            t_inst = 2 * ekin / (dof * units.KB)
+            if reason is None and t_inst > RUNAWAY_TEMPERATURE_FACTOR * temperature:
+                reason = f"runaway temperature ({t_inst:.0f} K, {t_inst / temperature:.1f} x the thermostat's)"
             if reason is not None:
                 record.update(survived=False, failure=reason, time_to_failure_ps=(done + chunk) * timestep)
                 break
@@ -453,14 +460,18 @@ def _run_replica(k, system, topology, data, start, types, threshold, out, *, ste
             bar.update(chunk)
             last_good = pos
             dcd.writeModel(pos * u.nanometer, periodicBoxVectors=None if cur_box is None else cur_box * u.nanometer)
-            writer.writerow([done, done * timestep, epot, ekin, 2 * ekin / (dof * units.KB)])
+            writer.writerow([done, done * timestep, epot, ekin, t_inst])
             reports += 1
             if reports % ckpt_reports == 0 and done < steps:
                 checkpoint(False)
         bar.close()
         wall = wall0 + time.perf_counter() - t0
         with atomic_path(out / f"replica_{k}_last_good.pdb", suffix=".pdb") as tmp, open(tmp, "w") as fh:
-            app.PDBFile.writeFile(topology, np.asarray(last_good) * u.nanometer, fh)
+            good = np.asarray(last_good, dtype=np.float64)
+            if box is not None and np.abs(good).max() > 999.0:  # beyond PDB's field width: wrap into the box
+                frac = good @ np.linalg.inv(np.asarray(box, dtype=np.float64))
+                good = (frac - np.floor(frac)) @ np.asarray(box, dtype=np.float64)
+            app.PDBFile.writeFile(topology, good * u.nanometer, fh)
         record.update(
             steps_done=done,
             simulated_ps=done * timestep,

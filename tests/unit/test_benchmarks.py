@@ -178,3 +178,24 @@ def test_learning_curve_cells_and_paired_summary(tmp_path):
     assert res["rows"][0]["student_minus_control"]["mean"] == pytest.approx(diff)
     again = run(tmp_path / "cg.h5", "tiny", tmp_path / "lc")  # resumed: every cell is read back
     assert summarise(again["cells"]) == res["rows"]
+
+
+def test_survival_curve_and_stability_run(tmp_path):
+    from benchmarks.stability import run as run_stability, survival_curve
+    from cgkd.export import LennardJonesPair, export_potential
+    from test_openmm_md import TYPES, _data
+
+    c = survival_curve([None, 2.0, 5.0, None], 10.0, n_points=11)
+    assert c["surviving"][0] == 1.0 and c["surviving"][2] == 0.75 and c["surviving"][5] == 0.5 and c["surviving"][-1] == 0.5
+    pot = LennardJonesPair(TYPES, [[0.40, 0.45], [0.45, 0.50]], [[1.0, 1.5], [1.5, 2.0]], cutoff=0.9)
+    export_potential(pot, tmp_path / "m.pt", type_names=TYPES, type_masses=[40.0, 60.0], cutoff=0.9, periodic=True)
+    from cgkd.data.cg_h5 import write_cg
+
+    write_cg(tmp_path / "cg.h5", _data())
+    res = run_stability(tmp_path / "cg.h5", {"lj": str(tmp_path / "m.pt")}, tmp_path / "st", length_ps=0.4,
+                        replicas=2, protocols=("nominal", "perturbed"), report_ps=0.2, platform="Reference",
+                        perturb_nm=0.3)
+    nominal, pert = res["results"]["lj"]["nominal"], res["results"]["lj"]["perturbed"]
+    assert nominal["survived"] == 2 and nominal["length_ps"] == pytest.approx(0.4)
+    # 0.3 nm noise puts beads on top of each other: those replicas fail at the start or soon after
+    assert pert["survived"] < 2 and pert["failures"]
