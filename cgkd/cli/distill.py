@@ -40,6 +40,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--energy-target", choices=ENERGY_TARGETS, default="none", help="energy labels; default none")
     p.add_argument("--teacher-index", type=int, default=0, help="member used by --force-target teacher; default 0")
     p.add_argument("--energy-weight", type=float, default=1.0, help="weight of the energy term; default 1")
+    p.add_argument("--energy-gauge", choices=["free", "fixed"], default="free",
+                   help="free (default): energy terms ignore the teachers' arbitrary per-type constants; fixed: "
+                        "match the raw ensemble-mean energies")
     p.add_argument(
         "--uncertainty-weighting",
         action="store_true",
@@ -92,6 +95,7 @@ def run(args) -> int:
         uncertainty_weighting=args.uncertainty_weighting,
         config=training_config(args),
         energy_weight=args.energy_weight,
+        energy_gauge=args.energy_gauge,
     )
     print(json.dumps({k: v for k, v in info.items() if k != "config"}))
     return 0

@@ -120,6 +120,7 @@ def train_student(
     uncertainty_weighting: bool = False,
     config: Optional[TrainConfig] = None,
     energy_weight: float = 1.0,
+    energy_gauge: str = "free",
 ) -> dict:
     """Train a student on labels from ``teacher_dir`` (see the module docstring); resumable.
 
@@ -142,6 +143,10 @@ def train_student(
         ``node_energy``, ``energy``, usable in ``config.schedule``).
     energy_weight : float
         Weight of the energy term.
+    energy_gauge : {"free", "fixed"}
+        ``"free"`` (default): the energy terms ignore the teachers' arbitrary constants (per bead type for
+        per-bead energies, per frame set for total energies: loss terms ``node_energy_gauge`` and
+        ``energy_gauge``); ``"fixed"``: match the raw ensemble-mean values (``node_energy``, ``energy``).
 
     Returns
     -------
@@ -155,6 +160,8 @@ def train_student(
     read_ensemble(teacher_dir)
     if energy_weight < 0:
         raise ValueError(f"energy_weight must be >= 0, got {energy_weight}")
+    if energy_gauge not in ENERGY_GAUGES:
+        raise ValueError(f"energy_gauge must be one of {ENERGY_GAUGES}, got {energy_gauge!r}")
     config = config or TrainConfig()
     inputs = {"cg": content_digest(cg_path), "split": provenance.settings_digest(split)}
     if not (force_target == "mapped" and energy_target == "none"):
@@ -168,7 +175,8 @@ def train_student(
         inputs["teachers"] = attrs["teachers_digest"]
     settings = {"force_target": force_target, "energy_target": energy_target, "teacher_index": int(teacher_index),
                 "arch": arch, "preset": preset, "uncertainty_weighting": bool(uncertainty_weighting),
-                "energy_weight": float(energy_weight), "config": to_dict(replace(config, progress=False))}
+                "energy_weight": float(energy_weight), "energy_gauge": energy_gauge,
+                "config": to_dict(replace(config, progress=False))}
     provenance.check_or_stamp(out_dir, provenance.record("student", inputs, settings),
                               how_to_redo="remove it to train the student again")
     if done.is_file():
@@ -176,10 +184,13 @@ def train_student(
     train = np.asarray(split["train"], dtype=np.int64)
     data, frames = student_frames(cg_path, force_target, energy_target, teacher_index, uncertainty_weighting, train, config.torch_dtype)
     losses = [LossSpec("forces", target=FORCE_LABEL)]
+    free = energy_gauge == "free"
     if energy_target == "node":
-        losses.append(LossSpec("node_energy", target=NODE_ENERGY_LABEL, weight=energy_weight))
+        losses.append(LossSpec("node_energy_gauge" if free else "node_energy", target=NODE_ENERGY_LABEL,
+                               weight=energy_weight, name="node_energy"))
     elif energy_target == "total":
-        losses.append(LossSpec("energy", target=ENERGY_LABEL, weight=energy_weight))
+        losses.append(LossSpec("energy_gauge" if free else "energy", target=ENERGY_LABEL, weight=energy_weight,
+                               name="energy"))
     config = replace(config, losses=losses, monitor="forces")
     with seeded(config.seed):
         pot = build_potential(data, arch, preset, train)
@@ -196,6 +207,7 @@ def train_student(
         "preset": preset,
         "uncertainty_weighting": bool(uncertainty_weighting),
         "energy_weight": float(energy_weight),
+        "energy_gauge": energy_gauge,
         "teacher_dir": str(Path(teacher_dir).resolve()),
         "config": to_dict(config),
         "best_epoch": res.best_epoch,
@@ -212,4 +224,7 @@ def train_student(
     return info
 
 
-__all__ = ["train_student", "uncertainty_weights", "student_frames", "FORCE_TARGETS", "ENERGY_TARGETS"]
+#: How energy targets treat the teachers' arbitrary energy constants (see train_student).
+ENERGY_GAUGES = ("free", "fixed")
+
+__all__ = ["ENERGY_GAUGES", "train_student", "uncertainty_weights", "student_frames", "FORCE_TARGETS", "ENERGY_TARGETS"]

@@ -246,6 +246,63 @@ class NodeEnergyLoss(LossTerm):
         return mse, {"node_energy_rmse": float(torch.sqrt(mse.detach()))}
 
 
+def _remove_group_means(d: Tensor, groups: Tensor, weights: Tensor) -> Tensor:
+    """``d`` less its weighted mean within each group (the gauge a loss must not see)."""
+    n = int(groups.max()) + 1 if groups.numel() else 0
+    wsum = torch.zeros(n, dtype=d.dtype, device=d.device).index_add_(0, groups, weights)
+    dsum = torch.zeros(n, dtype=d.dtype, device=d.device).index_add_(0, groups, weights * d)
+    return d - (dsum / wsum.clamp_min(1e-300))[groups]
+
+
+@LOSS_TERMS.register("node_energy_gauge")
+class GaugeFreeNodeEnergyLoss(LossTerm):
+    """Per-bead energy matching blind to a constant per bead type, MSE (kJ/mol)^2, per-bead weighted.
+
+    Per-bead energies of a CG model are defined up to a constant per bead type (in a fixed composition the
+    constants add up to an energy offset no force feels). Independently trained teachers pick very different
+    constants (measured on the reline quick ensemble: 27-50 kJ/mol spread between members, against 3.5-6.4
+    kJ/mol of per-bead energy variation within a member), so the ensemble mean of raw per-bead energies
+    mostly averages arbitrary offsets. This term removes, within the batch, the per-type mean of the
+    difference before squaring: the student matches how per-bead energies vary, not the teachers' gauge.
+    """
+
+    default_target = keys.MEAN_NODE_ENERGY
+
+    def forward(self, outputs, batch, teacher_outputs=None):
+        pred = outputs[keys.NODE_ENERGY]
+        target = self._get_target(batch, teacher_outputs).detach().to(pred.dtype)
+        if target.shape != pred.shape:
+            raise ValueError(
+                f"node energy target {self.target!r} has shape {tuple(target.shape)}, model {tuple(pred.shape)}")
+        w = self.bead_weights(batch, pred)
+        d = _remove_group_means(pred - target, batch[keys.TYPES].long(), w)
+        mse = weighted_mean(d.pow(2), w)
+        return mse, {"node_energy_rmse": float(torch.sqrt(mse.detach()))}
+
+
+@LOSS_TERMS.register("energy_gauge")
+class GaugeFreeEnergyLoss(LossTerm):
+    """Total energy per frame blind to a constant offset, MSE per bead^2 ((kJ/mol)^2), per-sample weighted.
+
+    The batch mean of ``(E - E_target) / n_beads`` is removed before squaring, so only the variation of the
+    energy between frames is matched (exact for frames of one composition, the CG case).
+    """
+
+    default_target = keys.MEAN_ENERGY
+
+    def forward(self, outputs, batch, teacher_outputs=None):
+        pred = outputs[keys.ENERGY]
+        target = self._get_target(batch, teacher_outputs).to(pred.dtype)
+        if target.shape != pred.shape:
+            raise ValueError(f"energy target {self.target!r} has shape {tuple(target.shape)}, model energy {tuple(pred.shape)}")
+        n_per = torch.bincount(batch["batch"], minlength=pred.shape[0]).to(pred.dtype)
+        w = self.frame_weights(batch, pred)
+        d = (pred - target) / n_per
+        d = d - (w * d).sum() / w.sum().clamp_min(1e-300)
+        mse = weighted_mean(d.pow(2), w)
+        return mse, {"energy_rmse_per_bead": float(torch.sqrt(mse.detach()))}
+
+
 class _FeatureLoss(LossTerm):
     """Feature matching with a learned linear projection of the student's features when widths differ."""
 

@@ -174,7 +174,7 @@ def test_student_targets(ensemble, tmp_path, force_target, energy_target, uw):
     assert info["epochs_run"] == 2 and np.isfinite(info["force_rmse_vs_label"])
     ck = load_checkpoint(tmp_path / "s/checkpoint.pt")
     terms = [s["term"] for s in json.loads(ck["config"])["losses"]]
-    assert terms == {"none": ["forces"], "node": ["forces", "node_energy"], "total": ["forces", "energy"]}[energy_target]
+    assert terms == {"none": ["forces"], "node": ["forces", "node_energy_gauge"], "total": ["forces", "energy_gauge"]}[energy_target]
     if force_target == "mapped":
         assert info["force_rmse_vs_label"] == info["force_rmse_vs_mapped"]
     else:

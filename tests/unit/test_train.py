@@ -523,3 +523,30 @@ def test_training_on_a_few_frames_warns(tmp_path):
     with pytest.warns(UserWarning, match="training on only 2 distinct frames"):
         fit(build_potential(data, "hipnn", TINY), fs, fs, TrainConfig(max_epochs=1, batch_size=2), tmp_path,
             train_indices=[0, 1, 0], val_indices=[3])
+
+
+def test_gauge_free_energy_terms_ignore_per_type_constants():
+    from cgkd import keys
+    from cgkd.train.losses import LOSS_TERMS
+
+    g = torch.Generator().manual_seed(0)
+    types = torch.tensor([0, 1, 1, 0, 1, 1])
+    batch = {keys.TYPES: types, "batch": torch.tensor([0, 0, 0, 1, 1, 1]), keys.POSITIONS: torch.zeros(6, 3),
+             "n_graphs": 2}
+    pred_n = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True)
+    shift = torch.tensor([30.0, -45.0], dtype=torch.float64)[types]  # another teacher's gauge
+    free = LOSS_TERMS.get("node_energy_gauge")(target="t")
+    fixed = LOSS_TERMS.get("node_energy")(target="t")
+    same = {**batch, "t": pred_n.detach() + shift}
+    assert float(free({keys.NODE_ENERGY: pred_n}, same)[0]) == pytest.approx(0.0, abs=1e-20)
+    assert float(fixed({keys.NODE_ENERGY: pred_n}, same)[0]) > 100.0
+    noisy = {**batch, "t": pred_n.detach() + shift + torch.randn(6, generator=g, dtype=torch.float64)}
+    loss, _ = free({keys.NODE_ENERGY: pred_n}, noisy)
+    loss.backward()
+    assert float(loss) > 0 and torch.isfinite(pred_n.grad).all()
+    # total energies: blind to one constant for the whole batch
+    e = torch.tensor([3.0, 5.0], dtype=torch.float64)
+    free_e = LOSS_TERMS.get("energy_gauge")(target="t")
+    assert float(free_e({keys.ENERGY: e}, {**batch, "t": e + 77.0})[0]) == pytest.approx(0.0, abs=1e-20)
+    # per bead: (0, -3) / 3 beads = (0, -1), less its mean: (0.5, -0.5), squared: 0.25
+    assert float(free_e({keys.ENERGY: e}, {**batch, "t": e + torch.tensor([0.0, 3.0])})[0]) == pytest.approx(0.25)
