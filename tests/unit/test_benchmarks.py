@@ -199,3 +199,24 @@ def test_survival_curve_and_stability_run(tmp_path):
     assert nominal["survived"] == 2 and nominal["length_ps"] == pytest.approx(0.4)
     # 0.3 nm noise puts beads on top of each other: those replicas fail at the start or soon after
     assert pert["survived"] < 2 and pert["failures"]
+
+
+def test_energy_target_sweep_and_gauge_statistics(tmp_path):
+    from benchmarks.energy_targets import run as run_energy
+    from cgkd.data.cg_h5 import write_cg
+    from cgkd.kd import train_teachers
+    from cgkd.train import TrainConfig
+    from test_kd import TINY, lj_fluid
+
+    write_cg(tmp_path / "cg.h5", lj_fluid(n_frames=12))
+    train_teachers(tmp_path / "cg.h5", tmp_path / "t", n_members=2, preset=TINY,
+                   config=TrainConfig(max_epochs=1, batch_size=4))
+    arms = (("none", "none", "free", 0.0), ("node/free/1", "node", "free", 1.0), ("node/fixed/1", "node", "fixed", 1.0))
+    res = run_energy(tmp_path / "cg.h5", tmp_path / "t", tmp_path / "e", seeds=[0], arms=arms, epochs=1, preset=TINY)
+    g = res["gauge"]
+    assert set(g["per_type"]) == {"AR"} and len(g["per_type"]["AR"]["member_means"]) == 2
+    # removing each member's constant can only lower the members' disagreement
+    assert g["member_disagreement_gauge_removed"] <= g["member_disagreement_raw"] + 1e-9
+    assert [r["arm"] for r in res["rows"]] == ["none", "node/free/1", "node/fixed/1"]
+    assert res["rows"][0]["vs_mapped"]["minus_none"] == 0.0
+    assert res["runs"]["node/free/1"]["0"]["vs_mapped"] != res["runs"]["node/fixed/1"]["0"]["vs_mapped"]
