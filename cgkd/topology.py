@@ -21,6 +21,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from cgkd.io.formats import parse_json
+
 FORMAT = "cgkd-topology"
 FORMAT_VERSION = 1
 KINDS = ("bonds", "angles", "dihedrals")
@@ -283,7 +285,7 @@ class Topology:
 
     @classmethod
     def from_json(cls, text: str, where: str = "topology") -> "Topology":
-        return cls.from_dict(json.loads(text), where)
+        return cls.from_dict(parse_json(text, where), where)
 
     def to_openmm(self, box=None):
         """An ``openmm.app.Topology``: one chain, one residue per molecule, one atom per particle.

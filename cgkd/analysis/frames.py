@@ -11,6 +11,7 @@ import numpy as np
 
 from cgkd.arrays import check_array, check_box, check_scalar
 from cgkd.data.cg_h5 import CGData, read_cg
+from cgkd.io.formats import read_json
 from cgkd.topology import Topology, TopologyView
 
 
@@ -86,7 +87,7 @@ def _from_run_dir(path: Path) -> List[Frames]:
     if not (path / "summary.json").is_file():
         raise ValueError(f"{path} has no summary.json: the CG MD run did not finish (killed or still running); "
                          "rerun cgkd simulate into it, or compare the replicas of a finished run")
-    summary = json.loads((path / "summary.json").read_text())
+    summary = read_json(path / "summary.json", "CG MD summary")
     dt = summary.get("timestep_ps", 0) * summary.get("report_interval", 0) or None
     out = []
     for dcd in sorted(path.glob("replica_*.dcd"), key=lambda p: int(p.stem.split("_")[1])):

@@ -48,3 +48,29 @@ def check_format(found_format, found_version, expected: str, newest: int, where:
 
 
 __all__ = ["FormatError", "check_format"]
+
+
+def read_json(path, what: str = "JSON file"):
+    """The JSON document in ``path``; a missing, unreadable or malformed file raises an error naming it."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise FormatError(f"{path} is not a {what} (not text)") from None
+    except ValueError as exc:
+        raise FormatError(f"{path} is not a valid {what} ({exc}); it may be truncated or of another kind") from None
+
+
+def parse_json(text: str, where: str):
+    """``json.loads(text)`` with an error that names ``where``."""
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise FormatError(f"{where} is not valid JSON ({exc})") from None

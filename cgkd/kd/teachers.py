@@ -49,6 +49,7 @@ from cgkd.data.cg_h5 import CGData, content_digest, n_frames as cg_n_frames, rea
 from cgkd.io.atomic import write_text
 from cgkd.errors import CgkdError
 from cgkd.io.config import from_dict, to_dict
+from cgkd.io.formats import read_json
 from cgkd.io.provenance import ProvenanceError
 from cgkd.train.checkpoint import num_threads, seeded
 from cgkd.train.frames import frameset_from_cg
@@ -89,14 +90,14 @@ def read_split(teacher_dir: str | Path) -> Dict[str, List[int]]:
     path = Path(teacher_dir) / SPLIT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} does not exist; is {str(teacher_dir)!r} a teacher folder (cgkd teachers)?")
-    return json.loads(path.read_text())
+    return read_json(path, "teacher-folder file")
 
 
 def read_ensemble(teacher_dir: str | Path) -> dict:
     path = Path(teacher_dir) / ENSEMBLE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} does not exist; is {str(teacher_dir)!r} a teacher folder (cgkd teachers)?")
-    return json.loads(path.read_text())
+    return read_json(path, "teacher-folder file")
 
 
 def build_potential(data: CGData, arch: str, preset: Union[str, dict], frames: Optional[Sequence[int]] = None):

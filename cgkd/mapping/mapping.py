@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from cgkd import units
 from cgkd.io.atomic import write_text
-from cgkd.io.formats import check_format
+from cgkd.io.formats import check_format, read_json
 from cgkd.mapping import checks, constructors
 from cgkd.mapping.forcemap import ForceMap, fit_force_map
 from cgkd.mapping.linear import apply_matrix
@@ -317,7 +317,7 @@ class Mapping:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"mapping file {str(path)!r} does not exist")
-        return cls.from_dict(json.loads(path.read_text()), str(path))
+        return cls.from_dict(read_json(path, "mapping file"), str(path))
 
     def __repr__(self) -> str:
         return (

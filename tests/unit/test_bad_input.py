@@ -91,3 +91,27 @@ def test_bad_paths_and_files(tmp_path):
     _one_line_error(_cgkd("simulate", model, tmp_path / "cg.h5", "--out", tmp_path / "md"), "model.pt")
     _one_line_error(_cgkd("export", model, "--cg", tmp_path / "cg.h5", "--out", tmp_path / "x.pt"), "model.pt")
     _one_line_error(_cgkd("compare", tmp_path / "cg.h5", tmp_path / "afile", "--out", tmp_path / "r"))
+
+
+def _readers():
+    from cgkd.data.cg_h5 import read_cg
+    from cgkd.export import load_potential_artefact
+    from cgkd.io.aa_h5 import read_aa
+    from cgkd.io.config import load_yaml
+    from cgkd.mapping import Mapping
+    from cgkd.nn.native import load_native
+    from cgkd.nn.potential import load_potential
+    from cgkd.train import TrainConfig
+
+    return {"mapping": Mapping.load, "native": load_native, "aa": read_aa, "cg": read_cg, "model": load_potential,
+            "artefact": load_potential_artefact, "yaml": lambda p: load_yaml(TrainConfig, p)}
+
+
+@pytest.mark.parametrize("content", [b"\x00\x01garbage", b'{"format": "cgkd-mapping"', b"[1, 2, 3]"],
+                         ids=["garbage", "truncated", "foreign"])
+@pytest.mark.parametrize("reader", sorted(_readers()))
+def test_every_reader_names_a_bad_file(tmp_path, reader, content):
+    path = tmp_path / "input.file"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="input.file"):  # FormatError is a ValueError
+        _readers()[reader](path)
