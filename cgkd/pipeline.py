@@ -9,7 +9,6 @@ continues where it stopped and a changed setting re-runs only the stages downstr
 from __future__ import annotations
 
 import hashlib
-import os
 import json
 import shutil
 import time
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-from cgkd.io.atomic import write_text
+from cgkd.io.atomic import swap_in_folder, write_text
 from cgkd.io.config import load_yaml, to_dict
 from cgkd.io.spec import SystemSpec, load_spec
 
@@ -158,14 +157,7 @@ class Run:
             line = line.replace(str(work), str(folder))
         write_text(work / "stage.json", json.dumps({"key": key, "summary": summary, "line": line, "wall_s": wall}, indent=1))
         if work != folder:
-            old = self.dir / f".{name}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            if folder.exists():
-                os.replace(folder, old)
-            os.replace(work, folder)
-            if old.exists():
-                shutil.rmtree(old)
+            swap_in_folder(work, folder)
         self.log(f"[{name:8s}] {wall:7.1f} s  {line}")
         return summary
 

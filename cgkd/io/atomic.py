@@ -35,3 +35,19 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def swap_in_folder(new: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Replace folder ``final`` with the finished folder ``new``: ``final`` is renamed aside, ``new`` renamed into
+    its place, and only then the old one removed (a crash in between leaves ``.<name>.old`` next to it)."""
+    import shutil
+
+    new, final = Path(new), Path(final)
+    old = final.parent / f".{final.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    if old.exists():
+        shutil.rmtree(old)

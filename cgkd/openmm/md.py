@@ -25,7 +25,6 @@ import base64
 import csv
 import hashlib
 import json
-import os
 import shutil
 import struct
 import time
@@ -41,7 +40,7 @@ import torch
 from cgkd import geometry, seeds, units
 from cgkd.data.cg_h5 import CGData, data_digest, read_cg
 from cgkd.io import provenance
-from cgkd.io.atomic import atomic_path, write_text
+from cgkd.io.atomic import atomic_path, swap_in_folder, write_text
 from cgkd.io.provenance import file_digest, settings_digest
 from cgkd.progress import note, progress as progress_bar
 from cgkd.nn.native import NativeModel, is_native_file, load_native
@@ -321,20 +320,8 @@ def run_cg_md(
     }
     write_text(out / "summary.json", json.dumps(summary, indent=1))
     if out != final:
-        _swap_in(out, final)
+        swap_in_folder(out, final)
     return summary
-
-
-def _swap_in(new: Path, final: Path) -> None:
-    """Replace folder ``final`` with the finished folder ``new`` (the old one is removed only after the rename)."""
-    old = final.parent / f".{final.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(new, final)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def _state_path(out: Path, k: int) -> Path:

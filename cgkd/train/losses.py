@@ -212,11 +212,14 @@ class ForceMSELoss(ForceLoss):
 class EnergyLoss(LossTerm):
     """Total energy per frame, MSE of (E - E_target) / n_beads ((kJ/mol)^2 per bead^2), per-sample weighted.
 
-    Energies of CG models are defined up to a constant; the constant is matched too, which is what
-    one wants when the target is a teacher's energy.
+    Energies of CG models are defined up to a constant; here the constant is matched too (``energy_gauge``
+    is blind to it).
     """
 
     default_target = keys.MEAN_ENERGY
+
+    def _gauge(self, d: Tensor, w: Tensor, batch: Dict[str, Tensor]) -> Tensor:
+        return d
 
     def forward(self, outputs, batch, teacher_outputs=None):
         pred = outputs[keys.ENERGY]
@@ -224,9 +227,22 @@ class EnergyLoss(LossTerm):
         if target.shape != pred.shape:
             raise ValueError(f"energy target {self.target!r} has shape {tuple(target.shape)}, model energy {tuple(pred.shape)}")
         n_per = torch.bincount(batch["batch"], minlength=pred.shape[0]).to(pred.dtype)
-        d = (pred - target) / n_per
-        mse = weighted_mean(d.pow(2), self.frame_weights(batch, pred))
+        w = self.frame_weights(batch, pred)
+        d = self._gauge((pred - target) / n_per, w, batch)
+        mse = weighted_mean(d.pow(2), w)
         return mse, {"energy_rmse_per_bead": float(torch.sqrt(mse.detach()))}
+
+
+@LOSS_TERMS.register("energy_gauge")
+class GaugeFreeEnergyLoss(EnergyLoss):
+    """Total energy per frame blind to a constant offset, MSE per bead^2 ((kJ/mol)^2), per-sample weighted.
+
+    The batch mean of ``(E - E_target) / n_beads`` is removed before squaring, so only the variation of the
+    energy between frames is matched (exact for frames of one composition, the CG case).
+    """
+
+    def _gauge(self, d, w, batch):
+        return d - (w * d).sum() / w.sum().clamp_min(1e-300)
 
 
 @LOSS_TERMS.register("node_energy")
@@ -235,6 +251,9 @@ class NodeEnergyLoss(LossTerm):
 
     default_target = keys.MEAN_NODE_ENERGY
 
+    def _gauge(self, d: Tensor, w: Tensor, batch: Dict[str, Tensor]) -> Tensor:
+        return d
+
     def forward(self, outputs, batch, teacher_outputs=None):
         pred = outputs[keys.NODE_ENERGY]
         target = self._get_target(batch, teacher_outputs).detach().to(pred.dtype)
@@ -242,7 +261,8 @@ class NodeEnergyLoss(LossTerm):
             raise ValueError(
                 f"node energy target {self.target!r} has shape {tuple(target.shape)}, model {tuple(pred.shape)}"
             )
-        mse = weighted_mean((pred - target).pow(2), self.bead_weights(batch, pred))
+        w = self.bead_weights(batch, pred)
+        mse = weighted_mean(self._gauge(pred - target, w, batch).pow(2), w)
         return mse, {"node_energy_rmse": float(torch.sqrt(mse.detach()))}
 
 
@@ -255,7 +275,7 @@ def _remove_group_means(d: Tensor, groups: Tensor, weights: Tensor) -> Tensor:
 
 
 @LOSS_TERMS.register("node_energy_gauge")
-class GaugeFreeNodeEnergyLoss(LossTerm):
+class GaugeFreeNodeEnergyLoss(NodeEnergyLoss):
     """Per-bead energy matching blind to a constant per bead type, MSE (kJ/mol)^2, per-bead weighted.
 
     Per-bead energies of a CG model are defined up to a constant per bead type (in a fixed composition the
@@ -266,41 +286,8 @@ class GaugeFreeNodeEnergyLoss(LossTerm):
     difference before squaring: the student matches how per-bead energies vary, not the teachers' gauge.
     """
 
-    default_target = keys.MEAN_NODE_ENERGY
-
-    def forward(self, outputs, batch, teacher_outputs=None):
-        pred = outputs[keys.NODE_ENERGY]
-        target = self._get_target(batch, teacher_outputs).detach().to(pred.dtype)
-        if target.shape != pred.shape:
-            raise ValueError(
-                f"node energy target {self.target!r} has shape {tuple(target.shape)}, model {tuple(pred.shape)}")
-        w = self.bead_weights(batch, pred)
-        d = _remove_group_means(pred - target, batch[keys.TYPES].long(), w)
-        mse = weighted_mean(d.pow(2), w)
-        return mse, {"node_energy_rmse": float(torch.sqrt(mse.detach()))}
-
-
-@LOSS_TERMS.register("energy_gauge")
-class GaugeFreeEnergyLoss(LossTerm):
-    """Total energy per frame blind to a constant offset, MSE per bead^2 ((kJ/mol)^2), per-sample weighted.
-
-    The batch mean of ``(E - E_target) / n_beads`` is removed before squaring, so only the variation of the
-    energy between frames is matched (exact for frames of one composition, the CG case).
-    """
-
-    default_target = keys.MEAN_ENERGY
-
-    def forward(self, outputs, batch, teacher_outputs=None):
-        pred = outputs[keys.ENERGY]
-        target = self._get_target(batch, teacher_outputs).to(pred.dtype)
-        if target.shape != pred.shape:
-            raise ValueError(f"energy target {self.target!r} has shape {tuple(target.shape)}, model energy {tuple(pred.shape)}")
-        n_per = torch.bincount(batch["batch"], minlength=pred.shape[0]).to(pred.dtype)
-        w = self.frame_weights(batch, pred)
-        d = (pred - target) / n_per
-        d = d - (w * d).sum() / w.sum().clamp_min(1e-300)
-        mse = weighted_mean(d.pow(2), w)
-        return mse, {"energy_rmse_per_bead": float(torch.sqrt(mse.detach()))}
+    def _gauge(self, d, w, batch):
+        return _remove_group_means(d, batch[keys.TYPES].long(), w)
 
 
 class _FeatureLoss(LossTerm):
