@@ -37,6 +37,7 @@ class CompareSettings:
     max_frames: int = 100  # per trajectory, for structure (evenly spaced)
     msd_max_frames: int = 400
     fit_window: Tuple[float, float] = (0.2, 0.8)  # Einstein fit: fractions of the longest lag
+    progress: bool = True  # report each trajectory as it is analysed (stderr)
 
     def __post_init__(self):
         for name in ("n_bins", "adf_bins", "cdf_bins", "bonded_bins", "max_frames", "msd_max_frames"):
@@ -147,9 +148,16 @@ def compare(reference, candidates: Dict[str, object], out_dir, *, settings: Opti
     if adf_cutoff is None:
         all_types = ref_all.one_type("all")
         adf_cutoff = first_minimum(*rdf(all_types, 0, 0, r_max, s.n_bins)) if ref_all.box is not None else 0.6
+    from cgkd.progress import progress
+
+    bar = progress(1 + len(cand_segments), "compare", unit="trajectory", enabled=s.progress)
     props = {reference_label: _properties(ref_segments, s, r_max, adf_cutoff)}
+    bar.update(1)
     for label, segs in cand_segments.items():
+        bar.set_postfix_str(label)
         props[label] = _properties(segs, s, r_max, adf_cutoff)
+        bar.update(1)
+    bar.close()
     ref = props[reference_label]
     result = {
         "errors": {label: _errors(ref, p) for label, p in props.items() if label != reference_label},
