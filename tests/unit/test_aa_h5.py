@@ -180,3 +180,15 @@ def test_keys_used_in_file(tmp_path):
         for k in (keys.POSITIONS, keys.FORCES, keys.BOX, keys.POTENTIAL_ENERGY, keys.TIME, keys.MASSES, keys.CONSTRAINTS):
             assert k in h5
         assert h5.attrs["format"] == "cgkd-aa" and h5.attrs["format_version"] == 1
+
+
+def test_periodic_topology_without_a_box_is_refused():
+    import openmm.unit as u
+
+    kw = {k: getattr(_data(), k) for k in AAData.__dataclass_fields__}
+    kw["topology"].setPeriodicBoxVectors(np.eye(3) * 2.0 * u.nanometer)
+    kw["box"] = None
+    with pytest.raises(ValueError, match="the topology has periodic box vectors but box is None"):
+        AAData(**kw)
+    kw["topology"].setPeriodicBoxVectors(None)
+    assert not AAData(**kw).periodic  # a non-periodic system without a box is fine
