@@ -311,7 +311,12 @@ def load_external(
         if box is not None:
             raise ValueError(f"box is given but {trajectory.name} has unit cells of its own; leave box out")
         gb = np.asarray(units.strip(given_box, units.DISTANCE, "box"), dtype=np.float64)
-        box = np.broadcast_to(gb, (len(xyz), 3, 3)).copy() if gb.shape == (3, 3) else gb
+        if gb.shape == (3, 3):
+            box = np.broadcast_to(gb, (len(xyz), 3, 3)).copy()
+        elif gb.ndim == 3 and stride > 1 and len(gb) != len(xyz) and len(gb[::stride]) == len(xyz):
+            box = gb[::stride]  # one box per frame of the file, strided like the positions
+        else:
+            box = gb
     elif box is None and (top.getPeriodicBoxVectors() is not None or _topology_has_cell(topology)):
         raise ValueError(
             f"{trajectory.name} has no unit cells but the topology {Path(topology).name if topology else ''} is periodic; "

@@ -170,7 +170,7 @@ def member_lock(folder: Path):
     try:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:  # held by another process; other errors (no flock on this file system) pass on
             fh.seek(0)
             holder = fh.read().strip() or "unknown"
             raise MemberBusyError(

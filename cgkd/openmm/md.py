@@ -254,7 +254,7 @@ def run_cg_md(
     if not np.any(threshold > 0):
         threshold = None
 
-    final = Path(out_dir)
+    final = Path(out_dir).resolve()
     if final.exists() and not final.is_dir():
         raise ValueError(f"out_dir {str(final)!r} exists and is not a folder")
     settings = {"n_replicas": int(n_replicas), "steps": int(steps), "timestep_ps": timestep, "friction_per_ps": friction,
@@ -262,19 +262,8 @@ def run_cg_md(
                 "checkpoint_reports": ckpt_reports, "seed": int(seed), "backend": backend, "platform": platform,
                 "min_distance_nm": None if threshold is None else np.round(threshold, 9).tolist()}
     rec = provenance.record("cgmd", {"model": _model_digest(artefact, native), "cg": data_digest(data)}, settings)
-    out = final if resume else final.parent / f".{final.name}.new"
-    if not resume and out.exists():
-        shutil.rmtree(out)
-    previous = provenance.check_or_stamp(out, rec, how_to_redo="pass resume=False (cgkd simulate --no-resume) to redo it")
-    if previous is not None and (out / "summary.json").is_file():
-        if progress:
-            note(f"cgkd simulate: {out} is finished (same model, data and settings); returning its summary")
-        return json.loads((out / "summary.json").read_text())
+    # everything that can still fail on the arguments fails before anything is written
     topology = data.openmm_topology()
-    write_text(out / "system.json", data.topology.to_json())
-    with atomic_path(out / "topology.pdb", suffix=".pdb") as tmp, open(tmp, "w") as fh:
-        app.PDBFile.writeFile(topology, data.positions[0].astype(float) * u.nanometer, fh)
-
     kt = units.kbt(temperature)
     box0 = None if data.box is None else data.box[0]
     if model_kind == "native":
@@ -282,6 +271,29 @@ def run_cg_md(
     else:
         system = create_system((module, metadata), topology, types=types, masses=data.masses, backend=backend, box=box0)
     plat = None if platform is None else openmm.Platform.getPlatformByName(platform)
+    # resume=False runs in a staging folder that replaces ``final`` when finished; a later resume continues an
+    # interrupted start-over there (when it was made from the same inputs and settings)
+    staging = final.parent / f".{final.name}.new"
+    if not resume:
+        if staging.exists():
+            shutil.rmtree(staging)
+        out = staging
+    elif _same_provenance(staging, rec):
+        out = staging
+        if progress:
+            note(f"cgkd simulate: continuing the interrupted start-over in {staging}")
+    else:
+        out = final
+    previous = provenance.check_or_stamp(out, rec, how_to_redo="pass resume=False (cgkd simulate --no-resume) to redo it")
+    if previous is not None and (out / "summary.json").is_file():
+        if out != final:
+            swap_in_folder(out, final)
+        if progress:
+            note(f"cgkd simulate: {final} is finished (same model, data and settings); returning its summary")
+        return json.loads((final / "summary.json").read_text())
+    write_text(out / "system.json", data.topology.to_json())
+    with atomic_path(out / "topology.pdb", suffix=".pdb") as tmp, open(tmp, "w") as fh:
+        app.PDBFile.writeFile(topology, data.positions[0].astype(float) * u.nanometer, fh)
     starts = np.round(np.linspace(0, data.n_frames - 1, n_replicas)).astype(int) if n_replicas > 1 else np.array([0])
     replicas = []
     old_threads = torch.get_num_threads()
@@ -322,6 +334,11 @@ def run_cg_md(
     if out != final:
         swap_in_folder(out, final)
     return summary
+
+
+def _same_provenance(folder: Path, rec: dict) -> bool:
+    old = provenance.read_provenance(folder) if folder.is_dir() else None
+    return old is not None and old.get("inputs") == rec["inputs"] and old.get("settings") == rec["settings"]
 
 
 def _state_path(out: Path, k: int) -> Path:

@@ -242,7 +242,8 @@ class GaugeFreeEnergyLoss(EnergyLoss):
     """
 
     def _gauge(self, d, w, batch):
-        return d - (w * d).sum() / w.sum().clamp_min(1e-300)
+        total = w.sum()
+        return d - (w * d).sum() / torch.where(total > 0, total, torch.ones_like(total))
 
 
 @LOSS_TERMS.register("node_energy")
@@ -271,7 +272,10 @@ def _remove_group_means(d: Tensor, groups: Tensor, weights: Tensor) -> Tensor:
     n = int(groups.max()) + 1 if groups.numel() else 0
     wsum = torch.zeros(n, dtype=d.dtype, device=d.device).index_add_(0, groups, weights)
     dsum = torch.zeros(n, dtype=d.dtype, device=d.device).index_add_(0, groups, weights * d)
-    return d - (dsum / wsum.clamp_min(1e-300))[groups]
+    # a group without weight (masked out) has no mean to remove; dividing by a clamped tiny number would be
+    # 0/0 in float32 (1e-300 rounds to 0) and make the loss and its gradient NaN
+    safe = torch.where(wsum > 0, wsum, torch.ones_like(wsum))
+    return d - torch.where(wsum > 0, dsum / safe, torch.zeros_like(dsum))[groups]
 
 
 @LOSS_TERMS.register("node_energy_gauge")

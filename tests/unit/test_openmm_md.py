@@ -253,3 +253,25 @@ def test_collapse_needs_two_checks_in_a_row():
     assert reason is not None and "beads 0 and 1 at 0.100 nm" in reason and "2 checks in a row" in reason
     # without a history (one frame judged alone) one check is enough
     assert _check(0.0, f, pos, None, types, thr, 0.0, 3, 2.5) is not None
+
+
+def test_an_interrupted_start_over_is_continued_and_bad_arguments_write_nothing(tmp_path, artefact):
+    data = _data()
+    kw = dict(n_replicas=1, steps=40, report_interval=20, timestep=0.004, backend="torch", platform="Reference",
+              min_distance=0.25, progress=False)
+    run_cg_md(artefact, data, tmp_path / "r", **kw)
+    # a wrong platform fails before any file is written, so the corrected call is not refused as "other settings"
+    with pytest.raises(Exception, match="NoSuchPlatform|There is no registered Platform"):
+        run_cg_md(artefact, data, tmp_path / "fresh", **{**kw, "platform": "NoSuchPlatform"})
+    assert not (tmp_path / "fresh").exists()
+    # a start-over killed before it finished (simulated: its staging folder without a summary) ...
+    staged = tmp_path / ".r.new"
+    run_cg_md(artefact, data, tmp_path / "elsewhere", **{**kw, "steps": 60})
+    import shutil
+
+    shutil.copytree(tmp_path / "elsewhere", staged)
+    (staged / "summary.json").unlink()
+    # ... is continued by the default (resuming) call with the same settings, and swapped in
+    done = run_cg_md(artefact, data, tmp_path / "r", **{**kw, "steps": 60})
+    assert done["steps"] == 60 and not staged.exists()
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 60

@@ -550,3 +550,19 @@ def test_gauge_free_energy_terms_ignore_per_type_constants():
     assert float(free_e({keys.ENERGY: e}, {**batch, "t": e + 77.0})[0]) == pytest.approx(0.0, abs=1e-20)
     # per bead: (0, -3) / 3 beads = (0, -1), less its mean: (0.5, -0.5), squared: 0.25
     assert float(free_e({keys.ENERGY: e}, {**batch, "t": e + torch.tensor([0.0, 3.0])})[0]) == pytest.approx(0.25)
+
+
+def test_gauge_free_terms_with_zero_weights_are_zero_not_nan_in_float32():
+    from cgkd import keys
+    from cgkd.train.losses import LOSS_TERMS
+
+    batch = {keys.TYPES: torch.tensor([0, 1, 1]), "batch": torch.tensor([0, 0, 0]), keys.POSITIONS: torch.zeros(3, 3),
+             "n_graphs": 1, "sample_weight": torch.zeros(1), "t": torch.ones(3), "te": torch.ones(1)}
+    pred = torch.randn(3, requires_grad=True)
+    loss, _ = LOSS_TERMS.get("node_energy_gauge")(target="t")({keys.NODE_ENERGY: pred}, batch)
+    loss.backward()
+    assert float(loss) == 0.0 and torch.isfinite(pred.grad).all()
+    e = torch.randn(1, requires_grad=True)
+    loss, _ = LOSS_TERMS.get("energy_gauge")(target="te")({keys.ENERGY: e}, batch)
+    loss.backward()
+    assert float(loss) == 0.0 and torch.isfinite(e.grad).all()
