@@ -374,8 +374,13 @@ def _run_replica(k, system, topology, data, start, types, threshold, out, *, ste
                  kt, report_interval, ckpt_reports, platform, seed, progress) -> dict:
     state_path = _state_path(out, k)
     saved = json.loads(state_path.read_text()) if state_path.is_file() else None
+    dcd_path, csv_path = out / f"replica_{k}.dcd", out / f"replica_{k}_energy.csv"
     if saved is not None and saved.get("finished"):
-        return saved["record"]
+        if dcd_path.is_file() and csv_path.is_file():
+            return saved["record"]
+        if progress:
+            note(f"replica {k}: finished before, but its trajectory or energies are gone; running it again")
+        saved = None
     rseed = seeds.openmm_seed(seed, k)
     integrator = openmm.LangevinMiddleIntegrator(temperature * u.kelvin, friction / u.picosecond, timestep * u.picosecond)
     integrator.setRandomNumberSeed(rseed)
@@ -383,7 +388,6 @@ def _run_replica(k, system, topology, data, start, types, threshold, out, *, ste
     box = None if data.box is None else np.asarray(data.box[start], dtype=np.float64)
     n = data.n_beads
     dof = degrees_of_freedom(system)
-    dcd_path, csv_path = out / f"replica_{k}.dcd", out / f"replica_{k}_energy.csv"
     if saved is not None and dcd_path.is_file() and csv_path.is_file():
         if saved["record"]["platform"] != ctx.getPlatform().getName():
             raise ValueError(
