@@ -164,6 +164,21 @@ def summarise(cells: List[dict]) -> List[dict]:
     return rows
 
 
+def markdown(rows: List[dict]) -> str:
+    """The summary as a markdown table (means with 95 % CIs, paired differences to the control)."""
+    def mc(d):
+        return f"{d['mean']:.2f} ± {d['ci95']:.2f}"
+
+    lines = ["| N | control | student (ensemble mean) | ensemble | student - control | wins | ensemble - control | wins |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sd, ed = r["student_minus_control"], r["ensemble_minus_control"]
+        lines.append(f"| {r['n_train']} | {mc(r['control'])} | {mc(r['student'])} | {mc(r['ensemble'])} | "
+                     f"{sd['mean']:+.2f} ± {sd['ci95']:.2f} | {sd['wins']}/{sd['n']} | {ed['mean']:+.2f} ± "
+                     f"{ed['ci95']:.2f} | {ed['wins']}/{ed['n']} |")
+    return "\n".join(lines)
+
+
 def plot(rows: List[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -231,6 +246,7 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--name", default=None, help="result name in benchmarks/results (default learning_curve_<preset>)")
     p.add_argument("--plot", type=Path, default=None, help="PNG of the curves")
+    p.add_argument("--markdown", action="store_true", help="also print the summary as a markdown table")
     args = p.parse_args(argv)
     res = run(args.cg, args.preset, args.out, args.device, args.name or f"learning_curve_{args.preset}", args.plot)
     for r in res["rows"]:
@@ -239,6 +255,8 @@ def main(argv: Optional[list] = None) -> int:
         print(f"N={r['n_train']:4d}  control {r['control']['mean']:.2f}  student {r['student']['mean']:.2f}  "
               f"ensemble {r['ensemble']['mean']:.2f}  student-control {d['mean']:+.2f} +- {d['ci95']:.2f} "
               f"({d['wins']}/{d['n']} wins)  ensemble-control {e['mean']:+.2f} +- {e['ci95']:.2f}")
+    if args.markdown:
+        print(markdown(res["rows"]))
     return 0
 
 

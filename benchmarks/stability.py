@@ -94,6 +94,19 @@ def run(cg_path: Path, models: Dict[str, str], out: Path, *, length_ps: float = 
     return result
 
 
+def markdown(results: Dict[str, Dict[str, dict]]) -> str:
+    """Survivors and times to failure per model and protocol, as a markdown table."""
+    lines = ["| model | protocol | time step (fs) | T (K) | length (ps) | survived | median time to failure (ps) | ns/day |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, by in results.items():
+        for proto, r in by.items():
+            mttf = "-" if r["median_time_to_failure_ps"] is None else f"{r['median_time_to_failure_ps']:.1f}"
+            speed = "-" if r["ns_per_day"] is None else f"{r['ns_per_day']:.0f}"
+            lines.append(f"| {label} | {proto} | {r['timestep_ps'] * 1000:.0f} | {r['temperature_K']:.0f} | "
+                         f"{r['length_ps']:.0f} | {r['survived']}/{r['replicas']} | {mttf} | {speed} |")
+    return "\n".join(lines)
+
+
 def plot(results: Dict[str, Dict[str, dict]], path: Path) -> None:
     import matplotlib
 
