@@ -187,10 +187,11 @@ def plot(rows: List[dict], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     n = np.array([r["n_train"] for r in rows])
+    colour = {"control": "C0", "student": "C1", "ensemble": "C2"}
     for model, style in (("control", "o-"), ("student", "s-"), ("ensemble", "^-")):
         m = np.array([r[model]["mean"] for r in rows])
         h = np.nan_to_num(np.array([r[model]["ci95"] for r in rows]))
-        ax[0].errorbar(n, m, yerr=h, fmt=style, capsize=3, label=model)
+        ax[0].errorbar(n, m, yerr=h, fmt=style, capsize=3, label=model, color=colour[model])
     ax[0].set_xscale("log")
     ax[0].set_xlabel("training configurations N")
     ax[0].set_ylabel("held-out force RMSE vs mapped (kJ/mol/nm)")
@@ -198,7 +199,7 @@ def plot(rows: List[dict], path: Path, title: str) -> None:
     for model, style in (("student", "s-"), ("ensemble", "^-")):
         m = np.array([r[f"{model}_minus_control"]["mean"] for r in rows])
         h = np.nan_to_num(np.array([r[f"{model}_minus_control"]["ci95"] for r in rows]))
-        ax[1].errorbar(n, m, yerr=h, fmt=style, capsize=3, label=f"{model} - control")
+        ax[1].errorbar(n, m, yerr=h, fmt=style, capsize=3, label=f"{model} - control", color=colour[model])
     ax[1].axhline(0.0, color="k", lw=0.8)
     ax[1].set_xscale("log")
     ax[1].set_xlabel("training configurations N")
