@@ -56,6 +56,10 @@ PRESETS: Dict[str, LCPreset] = {
     # what fits about an hour of one CPU core on the 300-molecule water box
     "reduced": LCPreset(n_grid=(8, 32, 128), seeds=(0, 1, 2, 3, 4), members=4, teacher_preset="small",
                         student_preset="small", teacher_epochs=15, student_epochs=15),
+    # one point of the curve with stronger teachers and twice the training: is the "reduced" result a matter of
+    # under-trained, too-small teachers?
+    "strong32": LCPreset(n_grid=(32,), seeds=(0, 1, 2, 3, 4), members=4, teacher_preset="medium",
+                         student_preset="small", teacher_epochs=30, student_epochs=30),
     # the full curve (hours on 2 cores)
     "cpu": LCPreset(n_grid=(8, 16, 32, 64, 128, 256, 512), seeds=(0, 1, 2, 3, 4), members=8, teacher_preset="small",
                     student_preset="small", teacher_epochs=30, student_epochs=30, test_frames=128),
