@@ -115,6 +115,7 @@ def write_cg(path: str | Path, data: CGData) -> None:
             h5.attrs["temperature"] = float(data.temperature)
             h5.attrs["topology"] = data.topology.to_json()
             h5.attrs["attrs"] = json.dumps(data.attrs)
+            h5.attrs["content_digest"] = data_digest(data)
             chunk = (min(max(data.n_frames, 1), 64), data.n_beads, 3)
             h5.create_dataset(keys.POSITIONS, data=data.positions, chunks=chunk if data.n_frames else None)
             h5.create_dataset(keys.FORCES, data=data.forces, chunks=chunk if data.n_frames else None)
@@ -202,8 +203,14 @@ def data_digest(data: CGData) -> str:
 
 
 def content_digest(path: str | Path) -> str:
-    """:func:`data_digest` of the dataset in ``path``: unchanged when labels are added to the file."""
-    return data_digest(read_cg(path))
+    """:func:`data_digest` of the dataset in ``path``: unchanged when labels are added to the file.
+
+    :func:`write_cg` stores it in the file (attribute ``content_digest``), so this reads one attribute; files
+    written before that are read whole and digested.
+    """
+    with _open(path) as h5:
+        stored = h5.attrs.get("content_digest")
+    return str(stored) if stored else data_digest(read_cg(path))
 
 
 # ---------------------------------------------------------------------- the labels group

@@ -233,3 +233,21 @@ def test_predict_matches_bead_types_by_name():
     other = Topology(["Q"], np.zeros_like(t.types), t.masses, t.names, t.molecules, t.molecule_names, t.bonds)
     with pytest.raises(ValueError, match=r"particle types \['Q'\] that the model does not know"):
         predict(pot, dc_replace(data, topology=other))
+
+
+def test_content_digest_is_stored_and_ignores_labels(tmp_path):
+    import h5py
+
+    from cgkd.data.cg_h5 import content_digest, data_digest, write_labels
+
+    data = lj_fluid(n_frames=3)
+    write_cg(tmp_path / "cg.h5", data)
+    d = content_digest(tmp_path / "cg.h5")
+    assert d == data_digest(read_cg(tmp_path / "cg.h5")) == data_digest(data)
+    write_labels(tmp_path / "cg.h5", {"x": np.zeros(3)}, {"note": "labels do not change the digest"})
+    assert content_digest(tmp_path / "cg.h5") == d
+    with h5py.File(tmp_path / "cg.h5", "r+") as h5:  # a file written before the attribute existed
+        del h5.attrs["content_digest"]
+    assert content_digest(tmp_path / "cg.h5") == d
+    other = data.subset(slice(0, 2))
+    assert data_digest(other) != d
