@@ -6,6 +6,8 @@ from typing import Optional
 
 import numpy as np
 
+from cgkd.arrays import check_array, check_box as _valid_box
+
 #: Median bond length (nm) above which positions are taken to be in Angstrom. Bonds are 0.09-0.2 nm.
 MAX_MEDIAN_BOND_NM = 0.4
 
@@ -69,14 +71,9 @@ def check_mapping(m) -> None:
 def check_xyz(xyz, n_atoms: int, name: str) -> np.ndarray:
     """(F, A, 3) finite array with A == n_atoms."""
     xyz = np.asarray(xyz)
-    if xyz.ndim != 3 or xyz.shape[2] != 3:
-        raise ValueError(f"{name} must have shape (n_frames, n_atoms, 3), got {xyz.shape}")
-    if xyz.shape[1] != n_atoms:
+    if xyz.ndim == 3 and xyz.shape[2] == 3 and xyz.shape[1] != n_atoms:
         raise ValueError(f"{name} has {xyz.shape[1]} atoms but the mapping (topology) has {n_atoms}")
-    if not np.all(np.isfinite(xyz)):
-        bad = np.argwhere(~np.isfinite(xyz))[0]
-        raise ValueError(f"{name} must be finite; frame {bad[0]}, atom {bad[1]} holds {xyz[tuple(bad)]}")
-    return xyz
+    return check_array(xyz, name, shape=("n_frames", n_atoms, 3))
 
 
 def check_forces(forces, n_atoms: int) -> np.ndarray:
@@ -93,15 +90,7 @@ def check_box(box, n_frames: int, periodic: bool) -> Optional[np.ndarray]:
                 f"({n_frames}, 3, 3) nm so molecules split by the boundary can be made whole"
             )
         return None
-    box = np.asarray(box, dtype=np.float64)
-    if box.shape != (n_frames, 3, 3):
-        raise ValueError(f"box must have shape ({n_frames}, 3, 3) nm (one per frame), got {box.shape}")
-    if not np.all(np.isfinite(box)):
-        raise ValueError("box must be finite")
-    vol = np.linalg.det(box)
-    if np.any(vol <= 0):
-        raise ValueError(f"box vectors must span a positive volume; frame {int(np.argmin(vol))} has volume {vol.min()}")
-    return box
+    return _valid_box(box, "box", n_frames=n_frames)
 
 
 def check_not_angstrom(whole: np.ndarray, bonds: np.ndarray) -> None:
