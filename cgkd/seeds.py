@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
+
 _MAX = 2**31 - 1
 
 
@@ -18,16 +20,8 @@ def openmm_seed(seed: int, stream: int = 0) -> int:
     Distinct (seed, stream) pairs give distinct seeds with overwhelming probability; the same pair
     always gives the same one.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        try:
-            import numpy as np
-
-            if isinstance(seed, np.integer):
-                seed = int(seed)
-            else:
-                raise TypeError
-        except TypeError:
-            raise ValueError(f"seed must be an integer, got {type(seed).__name__} {seed!r}") from None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {type(seed).__name__} {seed!r}")
     digest = hashlib.sha256(f"cgkd-seed:{int(seed)}:{int(stream)}".encode()).digest()
     return int.from_bytes(digest[:8], "little") % (_MAX - 1) + 1
 
