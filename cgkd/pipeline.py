@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from cgkd.io.atomic import swap_in_folder, write_text
-from cgkd.io.config import load_yaml, to_dict
+from cgkd.io.config import from_dict, load_yaml, to_dict
 from cgkd.io.spec import SystemSpec, load_spec
 
 
@@ -55,6 +55,8 @@ class Preset:
     cg_report_interval: int = 50
     backend: Optional[str] = None  # None: TorchForce where it loads, else PythonForce
     workers: int = 1
+    ensemble_md: bool = False  # also run CG MD with the teacher ensemble's mean (n_members force calls per step)
+    seed: Optional[int] = None  # seed of training and CG MD (None: the spec's seed); the AA stage keeps the spec's
 
     def __post_init__(self):
         for name in ("n_members", "teacher_epochs", "student_epochs", "cg_replicas", "cg_steps", "cg_report_interval",
@@ -82,8 +84,11 @@ PRESETS: Dict[str, Preset] = {
 }
 
 
-def load_preset(preset: str | Path | Preset) -> Preset:
+def load_preset(preset: str | Path | Preset, spec: Optional[SystemSpec] = None) -> Preset:
     """A :class:`Preset`: a shipped name (``test``, ``quick``, ``paper``), a YAML file of Preset fields, or a Preset.
+
+    With ``spec``, a shipped name is updated by the spec's own ``presets`` entry of that name (a system
+    may need longer CG runs or the ensemble's MD, as a peptide's free-energy surface does).
 
     Raises ``ValueError`` for an unknown name or an unknown or ill-typed key in the file, ``FileNotFoundError``
     for a missing ``.yaml``/``.yml`` file.
@@ -92,7 +97,10 @@ def load_preset(preset: str | Path | Preset) -> Preset:
         return preset
     text = str(preset)
     if text in PRESETS:
-        return PRESETS[text]
+        base = PRESETS[text]
+        if spec is not None and text in spec.presets:
+            return from_dict(Preset, to_dict(base) | dict(spec.presets[text]), where=f"{spec.name}.presets.{text}")
+        return base
     if isinstance(preset, Path) or text.endswith((".yaml", ".yml")) or Path(text).is_file():
         return load_yaml(Preset, preset)
     raise ValueError(f"preset must be one of {sorted(PRESETS)}, a YAML file of Preset fields or a Preset, got {preset!r}")
@@ -181,9 +189,10 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
     """
     if not isinstance(spec, SystemSpec):
         spec = load_spec(spec)
-    p = load_preset(preset)
+    p = load_preset(preset, spec)
     spec.size(p.size)  # fails early for an unknown size
     run = Run(spec, p, Path(run_dir), device=device, log=log)
+    seed = spec.seed if p.seed is None else int(p.seed)
     threads = 1 if p.workers > 1 else None
     log(f"cgkd run: system {spec.name}, size {p.size}, run directory {run.dir}")
 
@@ -230,13 +239,14 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
         from cgkd.kd import train_teachers
 
         res = train_teachers(cg_path, folder, n_members=p.n_members, arch=p.teacher_arch, preset=p.teacher_preset,
-                             config=_train_config(p.teacher_epochs, spec.seed, device, threads), n_workers=p.workers)
+                             config=_train_config(p.teacher_epochs, seed, device, threads), n_workers=p.workers)
         spe = sum(float(r.get("seconds_per_epoch", 0.0)) for r in res) / max(len(res), 1)
         return {"dir": str(folder), "members": len(res),
                 "line": f"{len(res)} teachers ({p.teacher_arch}/{p.teacher_preset}), {spe:.1f} s/epoch per member"}
 
     s_t = run.stage("teachers", ["map"], {"n": p.n_members, "arch": p.teacher_arch, "preset": p.teacher_preset,
-                                          "epochs": p.teacher_epochs}, teachers)
+                                          "epochs": p.teacher_epochs, **({} if p.seed is None else {"seed": seed})},
+                    teachers)
 
     def labels(folder: Path) -> dict:
         from cgkd.kd import ensemble_errors, make_labels
@@ -258,7 +268,7 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
             info = train_student(s_l["path"], s_t["dir"], folder, force_target=force_target,
                                  energy_target=energy_target, energy_gauge=p.energy_gauge,
                                  arch=p.student_arch, preset=p.student_preset,
-                                 config=_train_config(p.student_epochs, spec.seed + 1000, device, 1))
+                                 config=_train_config(p.student_epochs, seed + 1000, device, 1))
             return {"model": str(folder / "model.pt"), "info": info,
                     "line": f"{p.student_arch}/{p.student_preset} on {force_target} forces + {energy_target} energies: "
                             f"held-out force RMSE {info['force_rmse_vs_label']:.1f} vs label, "
@@ -301,9 +311,15 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
             path = folder / f"{label}.pt"
             export_model(model, cg_path, path)
             out[label] = str(path)
+        if p.ensemble_md:
+            from cgkd.export import export_ensemble
+
+            export_ensemble(s_t["dir"], cg_path, folder / "ensemble.pt")
+            out["ensemble"] = str(folder / "ensemble.pt")
         return {"artefacts": out, "line": "exported " + ", ".join(f"{k} -> {v}" for k, v in out.items())}
 
-    s_e = run.stage("export", ["student"] + (["control"] if p.control else []), {"models": sorted(models)}, export)
+    s_e = run.stage("export", ["student"] + (["control"] if p.control else []),
+                    {"models": sorted(models), "ensemble": p.ensemble_md}, export)
 
     def cgmd(folder: Path) -> dict:
         from cgkd.openmm.md import run_cg_md
@@ -316,7 +332,7 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
                 dt, steps, every = p.native_timestep, max(1, round(steps * ratio)), max(1, round(every * ratio))
             summary = run_cg_md(artefact, cg_path, folder / label, n_replicas=p.cg_replicas, steps=steps,
                                 timestep=dt, friction=p.cg_friction, report_interval=every,
-                                backend=p.backend, seed=spec.seed, progress=True)
+                                backend=p.backend, seed=seed, progress=True)
             out[label] = {"dir": str(folder / label), "summary": summary}
             parts.append(f"{label} {summary['survived']}/{summary['n_replicas']} stable, "
                          f"{summary['ns_per_day'] or float('nan'):.1f} ns/day")
@@ -340,7 +356,8 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
         held_out = np.asarray(split["val"] + split["test"], dtype=np.int64)
         reference = read_cg(cg_path).subset(held_out)
         res = compare(reference, {label: r["dir"] for label, r in s_md["runs"].items()}, folder,
-                      reference_label=f"AA (mapped, {len(held_out)} held-out frames)")
+                      reference_label=f"AA (mapped, {len(held_out)} held-out frames)",
+                      dynamics_reference=read_cg(cg_path))
         rows = []
         for label, errs in res["errors"].items():
             by_kind: Dict[str, list] = {}

@@ -199,6 +199,25 @@ def fold_lj_table(system: openmm.System, rtol: float = 1e-9) -> bool:
     return True
 
 
+def solvate(spec: SystemSpec, topology: app.Topology, positions: np.ndarray, length: float):
+    """Fill a cubic box of edge ``length`` (nm) around the solute with the spec's solvent (``Modeller.addSolvent``).
+
+    Returns the new topology and positions (np.ndarray, shape=(n_atoms, 3), float64, nm); the solute
+    is centred in the box.
+    """
+    sol = spec.solvent
+    centred = positions - positions.mean(axis=0) + 0.5 * length
+    modeller = app.Modeller(topology, centred * u.nanometer)
+    try:
+        modeller.addSolvent(forcefield(spec), model=sol.model, boxSize=openmm.Vec3(length, length, length) * u.nanometer,
+                            positiveIon=sol.positive_ion, negativeIon=sol.negative_ion,
+                            ionicStrength=sol.ionic_strength * u.molar, neutralize=sol.neutralize)
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"spec {spec.name!r}: cannot add solvent {sol.model!r}: {exc}") from exc
+    pos = np.asarray(modeller.getPositions().value_in_unit(u.nanometer), dtype=np.float64)
+    return modeller.topology, pos
+
+
 # --- random insertion -------------------------------------------------------------------------
 
 
@@ -209,6 +228,7 @@ class _Template:
     elements: list
     bonds: list  # (i, j) within the molecule
     positions: np.ndarray  # (n, 3) nm, centred at the origin
+    residues: list  # (residue name, atom indices) in order; one entry for a one-residue molecule
 
     @property
     def mass(self) -> float:
@@ -220,8 +240,13 @@ def _load_template(spec: SystemSpec, mol: MoleculeSpec) -> _Template:
     if not mol.template or not path.is_file():
         raise FileNotFoundError(f"spec {spec.name!r}: template for residue {mol.residue} not found at {str(path)!r}")
     pdb = app.PDBFile(str(path))
-    if pdb.topology.getNumResidues() != 1:
-        raise ValueError(f"template {path} must hold exactly one residue, found {pdb.topology.getNumResidues()}")
+    found = [r.name for r in pdb.topology.residues()]
+    if not mol.residues and len(found) != 1:
+        raise ValueError(f"template {path} must hold exactly one residue, found {len(found)} (a multi-residue template "
+                         "lists its residues under 'residues')")
+    if mol.residues and sorted(set(found)) != sorted(set(mol.residues)):
+        raise ValueError(f"template {path} holds residues {found} but the spec names {mol.residues} for molecule "
+                         f"{mol.residue}")
     atoms = list(pdb.topology.atoms())
     if any(a.element is None for a in atoms):
         raise ValueError(f"template {path}: every atom needs an element (columns 77-78)")
@@ -232,6 +257,8 @@ def _load_template(spec: SystemSpec, mol: MoleculeSpec) -> _Template:
         elements=[a.element for a in atoms],
         bonds=[(b[0].index, b[1].index) for b in pdb.topology.bonds()],
         positions=pos - pos.mean(axis=0),
+        residues=([(r.name, [a.index for a in r.atoms()]) for r in pdb.topology.residues()] if mol.residues
+                  else [(mol.residue, list(range(len(atoms))))]),
     )
 
 
@@ -349,17 +376,28 @@ def build(
     rng = np.random.default_rng(seed)
     templates = [_load_template(spec, m) for m in spec.molecules]
     counts = [protocol.units * m.per_unit for m in spec.molecules]
-    mass = sum(t.mass * c for t, c in zip(templates, counts))  # amu
-    density = spec.density / units.AMU_PER_NM3_TO_G_PER_CM3  # amu/nm^3
-    length = (mass / density) ** (1.0 / 3.0)
     periodic = spec.nonbonded.method != "NoCutoff"
     cutoff, _ = effective_cutoff(spec, protocol)
+    if spec.solvent is not None:
+        if sum(counts) != 1:
+            raise ValueError(f"size {size!r} of {spec.name!r}: a solvated system holds one solute molecule, but units "
+                             f"and per_unit give {sum(counts)}; set units: 1")
+        length = float(np.ptp(templates[0].positions, axis=0).max()) + 2 * spec.solvent.padding
+        placed = [[templates[0].positions.copy()]]
+    else:
+        mass = sum(t.mass * c for t, c in zip(templates, counts))  # amu
+        density = spec.density / units.AMU_PER_NM3_TO_G_PER_CM3  # amu/nm^3
+        length = (mass / density) ** (1.0 / 3.0)
+        placed = None
     if periodic and length <= 2 * cutoff:
         raise ValueError(
-            f"size {size!r} of {spec.name!r}: box edge {length:.3f} nm at density {spec.density} g/cm^3 is not larger "
-            f"than twice the cutoff ({cutoff} nm); use more units or set a smaller cutoff for this size"
+            f"size {size!r} of {spec.name!r}: box edge {length:.3f} nm is not larger than twice the cutoff ({cutoff} nm); "
+            + ("use a larger solvent padding" if spec.solvent is not None else
+               f"at density {spec.density} g/cm^3 use more units")
+            + " or set a smaller cutoff for this size"
         )
-    placed = insert_molecules(templates, counts, length, rng, min_distance=min_distance)
+    if placed is None:
+        placed = insert_molecules(templates, counts, length, rng, min_distance=min_distance)
 
     top = app.Topology()
     chain = top.addChain()
@@ -367,9 +405,12 @@ def build(
     res_id = 0
     for tmpl, copies in zip(templates, placed):
         for xyz in copies:
-            res_id += 1
-            res = top.addResidue(tmpl.residue, chain, str(res_id))
-            atoms = [top.addAtom(n, e, res) for n, e in zip(tmpl.names, tmpl.elements)]
+            atoms = [None] * len(tmpl.names)
+            for rname, members in tmpl.residues:
+                res_id += 1
+                res = top.addResidue(rname, chain, str(res_id))
+                for i in members:
+                    atoms[i] = top.addAtom(tmpl.names[i], tmpl.elements[i], res)
             for i, j in tmpl.bonds:
                 top.addBond(atoms[i], atoms[j])
             positions.append(xyz)
@@ -377,12 +418,16 @@ def build(
     box = np.eye(3) * length if periodic else None
     if periodic:
         top.setPeriodicBoxVectors(box * u.nanometer)
+    if spec.solvent is not None:
+        top, positions = solvate(spec, top, positions, length)
     try:
         system = create_system(spec, top, size)
     except ValueError as exc:
         raise ValueError(f"spec {spec.name!r}: the force field does not match the templates: {exc}") from exc
     if progress:
-        note(f"{spec.name} build: {len(positions)} atoms, {sum(counts)} molecules in a {length:.3f} nm box"
+        n_mol = sum(counts) + (sum(1 for r in top.residues() if r.name in spec.solvent.residue_names)
+                               if spec.solvent is not None else 0)
+        note(f"{spec.name} build: {len(positions)} atoms, {n_mol} molecules in a {length:.3f} nm box"
              + (f"; minimising ({protocol.minimize_iterations} iterations)" if minimize and protocol.minimize_iterations
                 > 0 else ""))
     if minimize and protocol.minimize_iterations > 0:

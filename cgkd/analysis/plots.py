@@ -73,3 +73,33 @@ def bars(path, title: str, labels: Sequence[str], values: Sequence[float], ylabe
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     _save(fig, Path(path))
+
+
+def free_energy_maps(path, title: str, labelled: Dict[str, np.ndarray], names: Sequence[str],
+                     vmax_kt: float = 8.0) -> None:
+    """Side-by-side free-energy surfaces ``-ln p`` (k_B T, minimum 0, capped at ``vmax_kt``) over [-180, 180)^2.
+
+    ``labelled`` maps a label to a joint probability grid (rows: first angle, columns: second angle).
+    """
+    if not labelled:
+        return
+    n = len(labelled)
+    fig = Figure(figsize=(3.4 * n + 0.8, 3.3), layout="constrained")
+    for idx, (label, p) in enumerate(labelled.items()):
+        n_bins = p.shape[0]
+        centres = -180.0 + (np.arange(n_bins) + 0.5) * 360.0 / n_bins
+        with np.errstate(divide="ignore"):
+            f = -np.log(p)
+        f = np.where(np.isfinite(f), f - (np.nanmin(f[np.isfinite(f)]) if np.isfinite(f).any() else 0.0), np.nan)
+        ax = fig.add_subplot(1, n, idx + 1)
+        im = ax.pcolormesh(centres, centres, np.minimum(f, vmax_kt).T, vmin=0, vmax=vmax_kt, shading="nearest",
+                           cmap="viridis")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel(f"{names[0]} (deg)")
+        ax.set_ylabel(f"{names[1]} (deg)")
+        ax.set_xlim(-180, 180)
+        ax.set_ylim(-180, 180)
+        ax.set_aspect("equal")
+    fig.colorbar(im, ax=fig.axes, shrink=0.8, label="F / k_B T")
+    fig.suptitle(title)
+    _save(fig, Path(path))

@@ -10,7 +10,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import openmm.unit as u
 
-from cgkd.analysis import angles, bonded, plots, transport
+from cgkd.analysis import angles, bonded, dihedrals as dihedral_analysis, plots, transport
 from cgkd.analysis.frames import concat, load_frames
 from cgkd.analysis.metrics import jensen_shannon, total_absolute_error
 from cgkd.analysis.rdf import default_r_max, first_minimum, rdf
@@ -38,9 +38,13 @@ class CompareSettings:
     msd_max_frames: int = 400
     fit_window: Tuple[float, float] = (0.2, 0.8)  # Einstein fit: fractions of the longest lag
     progress: bool = True  # report each trajectory as it is analysed (stderr)
+    fes_bins: int = 36  # Ramachandran grid (10 degree bins)
+    dihedral_bins: int = 72  # 1-D distributions of named dihedrals
+    fes_max_frames: int = 20000  # per trajectory, for the free-energy surface and the basin dynamics
 
     def __post_init__(self):
-        for name in ("n_bins", "adf_bins", "cdf_bins", "bonded_bins", "max_frames", "msd_max_frames"):
+        for name in ("n_bins", "adf_bins", "cdf_bins", "bonded_bins", "max_frames", "msd_max_frames", "fes_bins",
+                     "dihedral_bins", "fes_max_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"CompareSettings.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("r_max", "adf_cutoff"):
@@ -52,27 +56,54 @@ class CompareSettings:
         object.__setattr__(self, "fit_window", (float(window[0]), float(window[1])))
 
 
-def _properties(segments, s: CompareSettings, r_max: float, adf_cutoff: float) -> dict:
+def _named_dihedral_properties(segments, s: CompareSettings, named: dict) -> dict:
+    """1-D distributions of the named dihedrals, the Ramachandran surface and the basin dynamics."""
+    out: Dict[str, object] = {"named": {}, "fes": None, "basins": None}
+    if not named:
+        return out
+    frames = concat(segments).subsample(s.fes_max_frames)
+    edges = np.linspace(-180.0, 180.0, s.dihedral_bins + 1)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    series = {k: dihedral_analysis.dihedral_series(frames, q) for k, q in named.items()}
+    for k, x in series.items():
+        h, _ = np.histogram(x.ravel(), bins=edges, density=True)
+        out["named"][k] = (centres, h)
+    pair = dihedral_analysis.phi_psi_names(named)
+    if pair is not None:
+        out["fes"] = dihedral_analysis.ramachandran(series[pair[0]], series[pair[1]], s.fes_bins)
+        segs = [seg.subsample(s.fes_max_frames) for seg in segments]
+        out["basins"] = dihedral_analysis.basin_dynamics(segs, named[pair[0]], named[pair[1]])
+    return out
+
+
+def _properties(segments, s: CompareSettings, r_max: float, adf_cutoff: float, named: Optional[dict] = None,
+                dynamics=None) -> dict:
     frames = concat(segments).subsample(s.max_frames)
     names = frames.type_names
     n_types = len(names)
+    liquid = frames.box is not None  # the neighbour-shell sections describe liquids, not one molecule in vacuo
     out: Dict[str, dict] = {"rdf": {}, "adf": {}, "cdf": {}, "bonded": {}}
     present = set(np.unique(frames.types).tolist())
-    if frames.box is not None:
+    if liquid:
         for a in range(n_types):
             for b in range(a, n_types):
                 if a in present and b in present and (a != b or np.sum(frames.types == a) > 1):
                     out["rdf"][f"{names[a]}-{names[b]}"] = rdf(frames, a, b, r_max, s.n_bins)
-    theta, p = angles.adf(frames, adf_cutoff, s.adf_bins)
-    out["adf"] = {angles.triplet_name(names, k): (theta, v) for k, v in p.items()}
-    r, th, c = angles.cdf(frames, adf_cutoff, s.cdf_bins, s.cdf_bins)
-    out["cdf"] = {angles.triplet_name(names, k): (r, th, v) for k, v in c.items()}
+        theta, p = angles.adf(frames, adf_cutoff, s.adf_bins)
+        out["adf"] = {angles.triplet_name(names, k): (theta, v) for k, v in p.items()}
+        r, th, c = angles.cdf(frames, adf_cutoff, s.cdf_bins, s.cdf_bins)
+        out["cdf"] = {angles.triplet_name(names, k): (r, th, v) for k, v in c.items()}
     for kind, groups in bonded.bonded_distributions(frames, s.bonded_bins).items():
         for k, xy in groups.items():
             out["bonded"][f"{kind[:-1]} " + "-".join(names[t] for t in k)] = xy
-    out["density"] = float(np.mean(transport.density(frames))) if frames.box is not None else None
+    out.update(_named_dihedral_properties(segments, s, named or {}))
+    if dynamics is not None and out["basins"] is not None and named:
+        pair = dihedral_analysis.phi_psi_names(named)
+        out["basins"] = dihedral_analysis.basin_dynamics(
+            [seg.subsample(s.fes_max_frames) for seg in dynamics], named[pair[0]], named[pair[1]])
+    out["density"] = float(np.mean(transport.density(frames))) if liquid else None
     out["diffusion"] = {}
-    for t in range(n_types):
+    for t in range(n_types if liquid else 0):
         ds = []
         for seg in segments:
             if seg.dt is None or seg.n_frames < 5:
@@ -99,6 +130,15 @@ def _errors(ref: dict, cand: dict) -> Dict[str, dict]:
             else:
                 tae, jsd = total_absolute_error(p, q, dx), jensen_shannon(p, q)
             rows[f"{kind.upper() if kind != 'bonded' else ''} {name}".strip()] = {"tae": tae, "jsd": jsd}
+    for name, (x, p) in ref["named"].items():
+        if name in cand["named"]:
+            q = cand["named"][name][1]
+            rows[f"dihedral {name}"] = {"tae": total_absolute_error(p, q, float(x[1] - x[0])), "jsd": jensen_shannon(p, q)}
+    if ref["fes"] is not None and cand["fes"] is not None:
+        p, q = ref["fes"], cand["fes"]
+        rows["FES " + "-".join(ref["fes_names"])] = {
+            "tae": float(np.abs(p - q).sum()), "jsd": jensen_shannon(p.ravel(), q.ravel()),
+            "kl": dihedral_analysis.kl_divergence(p, q)}
     for name, (r, th, p) in ref["cdf"].items():
         if name in cand["cdf"]:
             q = cand["cdf"][name][2]
@@ -108,8 +148,22 @@ def _errors(ref: dict, cand: dict) -> Dict[str, dict]:
     return rows
 
 
+def _named_from(reference) -> dict:
+    """``attrs["named_dihedrals"]`` of a CG dataset (object or file), else {}."""
+    from cgkd.data.cg_h5 import CGData, read_cg
+
+    data = reference
+    if isinstance(reference, (str, Path)) and Path(reference).is_file():
+        data = read_cg(reference)
+    if isinstance(data, CGData):
+        return {k: np.asarray(v, dtype=np.int64).reshape(-1, 4)
+                for k, v in (data.attrs.get("named_dihedrals") or {}).items()}
+    return {}
+
+
 def compare(reference, candidates: Dict[str, object], out_dir, *, settings: Optional[CompareSettings] = None,
-            reference_label: str = "AA (mapped)") -> dict:
+            reference_label: str = "AA (mapped)", dihedrals: Optional[Dict[str, object]] = None,
+            dynamics_reference=None) -> dict:
     """Compare CG trajectories against the mapped AA reference; write plots and ``report.md``.
 
     Parameters
@@ -122,6 +176,13 @@ def compare(reference, candidates: Dict[str, object], out_dir, *, settings: Opti
         Receives ``rdf.png``, ``adf.png``, ``cdf.png``, ``bonded.png`` (when there are bonds),
         ``density.png``, ``diffusion.png``, ``metrics.json`` and ``report.md``.
     settings : CompareSettings, optional
+    dihedrals : dict name -> array-like shape=(n, 4), optional
+        Named bead dihedrals to analyse (default: ``attrs["named_dihedrals"]`` of a reference CG dataset).
+        With ``phi`` and ``psi`` (or any two) the report adds the Ramachandran free-energy surface
+        (``fes.png``, TAE, JSD and KL divergence) and the basin populations and exchange rates.
+    dynamics_reference : CGData, path or Frames, optional
+        A continuous AA trajectory for the reference's basin exchange rates (the held-out reference
+        frames are often not evenly spaced); default: the reference itself.
 
     Returns
     -------
@@ -150,19 +211,27 @@ def compare(reference, candidates: Dict[str, object], out_dir, *, settings: Opti
         adf_cutoff = first_minimum(*rdf(all_types, 0, 0, r_max, s.n_bins)) if ref_all.box is not None else 0.6
     from cgkd.progress import progress
 
+    named = _named_from(reference) if dihedrals is None else {
+        k: np.asarray(v, dtype=np.int64).reshape(-1, 4) for k, v in dihedrals.items()}
+    dyn = None if dynamics_reference is None else load_frames(dynamics_reference)
     bar = progress(1 + len(cand_segments), "compare", unit="trajectory", enabled=s.progress)
-    props = {reference_label: _properties(ref_segments, s, r_max, adf_cutoff)}
+    props = {reference_label: _properties(ref_segments, s, r_max, adf_cutoff, named, dynamics=dyn)}
     bar.update(1)
     for label, segs in cand_segments.items():
         bar.set_postfix_str(label)
-        props[label] = _properties(segs, s, r_max, adf_cutoff)
+        props[label] = _properties(segs, s, r_max, adf_cutoff, named)
         bar.update(1)
     bar.close()
+    pair = dihedral_analysis.phi_psi_names(named)
+    for p in props.values():
+        p["fes_names"] = list(pair) if pair else []
     ref = props[reference_label]
     result = {
         "errors": {label: _errors(ref, p) for label, p in props.items() if label != reference_label},
         "density": {label: p["density"] for label, p in props.items()},
         "diffusion": {label: p["diffusion"] for label, p in props.items()},
+        "basins": {label: p["basins"] for label, p in props.items() if p["basins"] is not None},
+        "named_dihedrals": {k: v.tolist() for k, v in named.items()},
         "settings": {"r_max_nm": r_max, "adf_cutoff_nm": adf_cutoff, "n_bins": s.n_bins, "max_frames": s.max_frames,
                      "fit_window": list(s.fit_window)},
     }
@@ -190,7 +259,15 @@ def _plots(out: Path, props: dict, ref_label: str) -> None:
         r, th, _ = ref_cdf[name]
         plots.maps(out / "cdf.png", f"Combined distance-angle distribution {name}", r, th,
                    {label: p["cdf"][name][2] for label, p in props.items() if name in p["cdf"]})
+    plots.overlay_grid(out / "dihedrals.png", "Named dihedrals", panels("named"), "angle (deg)", "p (1/deg)",
+                       ref_label)
+    fes = {label: p["fes"] for label, p in props.items() if p["fes"] is not None}
+    if fes:
+        names = props[ref_label]["fes_names"]
+        plots.free_energy_maps(out / "fes.png", f"Free energy ({names[0]}, {names[1]})", fes, names)
     labels = list(props)
+    if all(props[k]["density"] is None for k in labels):
+        return  # one molecule without a box: no density, no diffusion
     plots.bars(out / "density.png", "Density", labels, [props[k]["density"] for k in labels], "g/cm^3")
     types = list(props[ref_label]["diffusion"])
     if types:
@@ -214,9 +291,30 @@ def _markdown(result: dict, ref_label: str) -> str:
         cells = []
         for label in labels:
             e = result["errors"][label].get(prop)
-            cells.append("-" if e is None else f"{_fmt(e['tae'])} / {_fmt(e['jsd'], '.4f')}")
+            cells.append("-" if e is None else f"{_fmt(e['tae'])} / {_fmt(e['jsd'], '.4f')}"
+                         + (f" / KL {_fmt(e['kl'], '.3f')}" if "kl" in e else ""))
         lines.append(f"| {prop} | " + " | ".join(cells) + " |")
     all_labels = list(result["density"])
+    if result.get("basins"):
+        lines += ["", "## Backbone basins", "",
+                  "Populations of the Ramachandran basins (alpha_R: phi < 0, -120 <= psi < 50; beta: phi < 0, other "
+                  "psi; alpha_L: phi >= 0), changes of basin per ns and mean residence times. CG time follows the "
+                  "CG model's Langevin friction, so rates compare exploration, not physical kinetics.", "",
+                  "| | " + " | ".join(result["basins"]) + " |", "|---|" + "---|" * len(result["basins"])]
+        for basin in dihedral_analysis.BASINS:
+            lines.append(f"| population {basin} | " + " | ".join(
+                _fmt(b["populations"][basin]) for b in result["basins"].values()) + " |")
+        lines.append("| transitions per ns | " + " | ".join(
+            _fmt(b["transitions_per_ns"], ".1f") for b in result["basins"].values()) + " |")
+        for basin in dihedral_analysis.BASINS:
+            lines.append(f"| mean dwell {basin} (ps) | " + " | ".join(
+                _fmt(b["dwell_ps"][basin], ".2f") for b in result["basins"].values()) + " |")
+        lines.append("| simulated time (ns) | " + " | ".join(
+            _fmt(b["time_ns"], ".3f") for b in result["basins"].values()) + " |")
+    if all(v is None for v in result["density"].values()):
+        lines += ["", "Plots: bonded.png, dihedrals.png, fes.png (one molecule without a box: no RDF, ADF, CDF, "
+                  "density or diffusion).", ""]
+        return "\n".join(lines)
     lines += ["", "## Density and diffusion", "", "| | " + " | ".join(all_labels) + " |", "|---|" + "---|" * len(all_labels),
               "| density (g/cm^3) | " + " | ".join(_fmt(result["density"][k], ".4f") for k in all_labels) + " |"]
     types = list(result["diffusion"][ref_label])

@@ -30,7 +30,7 @@ def run(args) -> int:
     from cgkd.pipeline import PRESETS, load_preset, run_pipeline
 
     spec = load_spec(args.spec)
-    preset = load_preset(args.preset)  # fails before anything runs
+    preset = load_preset(args.preset, spec)  # fails before anything runs
     label = args.preset if args.preset in PRESETS else Path(args.preset).stem
     run_dir = args.dir or f"runs/{spec.name}-{label}"
     report = run_pipeline(spec, preset, run_dir, device=args.device)

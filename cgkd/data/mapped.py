@@ -105,9 +105,13 @@ def map_aa(
         "source": str(source),
         "allow_constraint_crossing": bool(allow_constraint_crossing),
         "mapping_center": m.center,
+        "mapped_atoms": int(m.mapped_atoms.size),
+        "dropped_molecules": int(m.dropped_molecules.size),
+        "named_dihedrals": {k: v.tolist() for k, v in m.named_dihedrals.items()},
         "mean_squared_force": {k: v for k, v in msf.items() if isinstance(v, float)},
     }
-    box = None if aa.box is None else aa.box.astype(np.float32)
+    # Leaving whole molecules out (solvent) makes an implicit-solvent CG model without a box.
+    box = None if (aa.box is None or not m.cg_periodic) else aa.box.astype(np.float32)
     data = CGData(positions=positions, forces=forces, box=box, topology=m.topology(), temperature=aa.temperature,
                   time=aa.time, attrs=attrs)
     return data, {"mapping": m.name, "force_map": force_map, "msf": msf}

@@ -329,3 +329,28 @@ def export_model(model_file: str | Path, cg_path: str | Path, out: str | Path, *
     prov = {"model_file": str(model_file), "cg_data": str(cg_path)}
     prov.update(provenance or {})
     return export_cg_potential(potential, out, type_masses=masses, periodic=data.periodic, dtype=dtype, provenance=prov)
+
+
+def export_ensemble(teacher_dir: str | Path, cg_path: str | Path, out: str | Path, *, dtype: Optional[str] = None,
+                    provenance: Optional[dict] = None) -> dict:
+    """Export the mean of a teacher ensemble (``cgkd teachers`` output) as one artefact.
+
+    The members' ``member_*/model.pt`` files become one ``cgkd.nn.EnsemblePotential`` (mean energy, so
+    mean forces; shared neighbour list and bonded priors). Otherwise as :func:`export_model`.
+    """
+    from cgkd.data.cg_h5 import read_cg
+    import cgkd.nn.priors  # noqa: F401  (registers the prior kinds load_potential looks up)
+    from cgkd.nn.ensemble import EnsemblePotential
+    from cgkd.nn.potential import load_potential
+
+    files = sorted(Path(teacher_dir).glob("member_*/model.pt"))
+    if not files:
+        raise FileNotFoundError(f"teacher_dir {str(teacher_dir)!r} holds no member_*/model.pt (train teachers first)")
+    ensemble = EnsemblePotential([load_potential(f) for f in files])
+    data = read_cg(cg_path, frames=slice(0, 1))
+    top = data.topology.with_type_names(ensemble.type_names, f"the ensemble in {teacher_dir}")
+    prov = {"teacher_dir": str(teacher_dir), "members": len(files), "cg_data": str(cg_path)}
+    prov.update(provenance or {})
+    return export_cg_potential(ensemble, out, type_masses=top.masses_by_type().tolist(), periodic=data.periodic,
+                               dtype=dtype, provenance=prov)
+

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import yaml
 
@@ -25,9 +25,40 @@ SYSTEMS_DIR = Path(str(files("cgkd.systems")))
 class MoleculeSpec:
     """One molecule kind. ``per_unit`` copies go into one formula unit (e.g. 2 urea per ChCl)."""
 
-    residue: str  # residue template name in the force field (CHOL, UREA, CLA, HOH)
+    residue: str  # residue template name in the force field (CHOL, UREA, CLA, HOH), or a label of a chain
     per_unit: int = 1
     template: str = ""  # PDB with one molecule and the force field's atom names (relative to spec)
+    residues: List[str] = field(default_factory=list)  # residue names of a multi-residue template (a peptide)
+
+    @property
+    def residue_names(self) -> List[str]:
+        """Residue names this molecule brings into the topology."""
+        return list(self.residues) if self.residues else [self.residue]
+
+
+@dataclass(frozen=True)
+class SolventSpec:
+    """Explicit solvent added around the solute with ``openmm.app.Modeller.addSolvent``."""
+
+    model: str = "tip3p"  # water model name Modeller knows (tip3p, spce, tip4pew, tip5p, swm4ndp)
+    padding: float = 1.0  # nm between the solute and the box edge
+    ionic_strength: float = 0.0  # molar
+    neutralize: bool = True
+    positive_ion: str = "Na+"
+    negative_ion: str = "Cl-"
+
+    def __post_init__(self):
+        if not self.padding > 0:
+            raise ValueError(f"solvent.padding must be > 0 nm, got {self.padding}")
+        if self.ionic_strength < 0:
+            raise ValueError(f"solvent.ionic_strength must be >= 0 molar, got {self.ionic_strength}")
+
+    @property
+    def residue_names(self) -> List[str]:
+        """Residue names the solvent may add: water and the two ions (OpenMM's names)."""
+        ions = {"Na+": "NA", "K+": "K", "Li+": "LI", "Rb+": "RB", "Cs+": "CS", "Cl-": "CL", "Br-": "BR", "F-": "F",
+                "I-": "I"}
+        return ["HOH", ions.get(self.positive_ion, self.positive_ion), ions.get(self.negative_ion, self.negative_ion)]
 
 
 @dataclass(frozen=True)
@@ -80,12 +111,30 @@ class BeadSpec:
     name: str  # bead name, unique inside its residue
     type: str  # bead type name (shared between beads of the same kind)
     atoms: List[str] = field(default_factory=lambda: ["*"])  # atom names; ["*"] = the whole residue
+    weights: Optional[List[float]] = None  # position weights per atom (normalised); None: the mapping's center
+
+    def __post_init__(self):
+        if self.weights is not None:
+            if self.atoms == ["*"]:
+                raise ValueError(f"bead {self.name}: weights need the atoms listed by name, not '*'")
+            if len(self.weights) != len(self.atoms):
+                raise ValueError(f"bead {self.name}: {len(self.weights)} weights for {len(self.atoms)} atoms "
+                                 f"{self.atoms}")
 
 
 @dataclass(frozen=True)
 class MappingSpec:
     center: str = "mass"  # "mass" or "geometry"
     residues: Dict[str, List[BeadSpec]] = field(default_factory=dict)  # residue name -> beads
+    unmapped: List[str] = field(default_factory=list)  # residue names left out of the CG model (solvent, ions)
+    # named collective dihedrals by bead names (one molecule), e.g. {phi: [C0, N1, CA, C1]}: analysed as
+    # distributions and, for a pair named phi and psi, as a Ramachandran free-energy surface
+    dihedrals: Dict[str, List[str]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name, beads in self.dihedrals.items():
+            if len(beads) != 4:
+                raise ValueError(f"dihedrals.{name}: expected 4 bead names, got {beads}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +155,9 @@ class SystemSpec:
     rigid_water: bool = True
     nonbonded: NonbondedSpec = field(default_factory=NonbondedSpec)
     seed: int = 2024
+    solvent: Optional[SolventSpec] = None  # explicit solvent around one solute molecule (peptides)
+    # per pipeline preset name, Preset fields this system changes (e.g. longer CG runs for a peptide)
+    presets: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     source: str = ""  # where the spec was loaded from (filled in by load_spec)
 
     def __post_init__(self):
@@ -132,11 +184,18 @@ class SystemSpec:
                 raise ValueError(f"molecule {m.residue}: per_unit must be >= 1, got {m.per_unit}")
         if self.friction < 0:
             raise ValueError(f"friction must be >= 0 (1/ps), got {self.friction}")
-        residues = [m.residue for m in self.molecules]
+        residues = [r for m in self.molecules for r in m.residue_names]
+        if self.solvent is not None:
+            residues += self.solvent.residue_names
+            if self.nonbonded.method == "NoCutoff":
+                raise ValueError("solvent needs a periodic box; nonbonded.method must be PME or CutoffPeriodic")
         for name, m in self.mappings.items():
             if m.center not in ("mass", "geometry"):
                 raise ValueError(f"mapping {name}: center must be 'mass' or 'geometry', got {m.center!r}")
-            unknown = sorted(set(m.residues) - set(residues))
+            both = sorted(set(m.residues) & set(m.unmapped))
+            if both:
+                raise ValueError(f"mapping {name}: residue(s) {both} are both mapped and listed in 'unmapped'")
+            unknown = sorted((set(m.residues) | set(m.unmapped)) - set(residues))
             if unknown:
                 raise ValueError(f"mapping {name} maps residue(s) {unknown} that are not molecules of the spec "
                                  f"{residues}")
@@ -165,9 +224,22 @@ class SystemSpec:
                 pdb = app.PDBFile(str(path))
             except Exception as exc:  # noqa: BLE001 - PDB parse errors come in several types
                 raise ValueError(f"molecule {m.residue}: template {path} is not a readable PDB file ({exc})") from None
-            atoms[m.residue] = [a.name for a in pdb.topology.atoms()]
+            found = [r.name for r in pdb.topology.residues()]
+            if not m.residues:  # one residue, named by the spec (PDB files cut residue names to 3 characters)
+                if len(found) != 1:
+                    raise ValueError(f"molecule {m.residue}: template {path.name} holds residues {found}; list them "
+                                     "under 'residues' for a multi-residue molecule")
+                atoms[m.residue] = [a.name for a in pdb.topology.atoms()]
+                continue
+            if sorted(set(found)) != sorted(set(m.residues)):
+                raise ValueError(f"molecule {m.residue}: template {path.name} holds residues {found}, the spec names "
+                                 f"{m.residues}")
+            for r in pdb.topology.residues():
+                atoms.setdefault(r.name, [a.name for a in r.atoms()])
         for name, mapping in self.mappings.items():
             for res, beads in mapping.residues.items():
+                if res not in atoms:
+                    continue  # a solvent residue: its atoms come from the force field
                 seen = {}
                 for bead in beads:
                     if bead.atoms == ["*"]:
@@ -241,6 +313,7 @@ __all__ = [
     "MappingSpec",
     "MoleculeSpec",
     "NonbondedSpec",
+    "SolventSpec",
     "ProtocolSpec",
     "SystemSpec",
     "load_spec",

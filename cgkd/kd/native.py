@@ -195,7 +195,8 @@ def fit_native(
                          "pair of the beads present (drop them with Topology.with_type_names)")
     sub = data.subset(idx)
 
-    fitted = fit_priors(sub, r_max=cut) if priors else []
+    # native pair tables act on every pair (bonded ones too), so their wall must see every pair as well
+    fitted = fit_priors(sub, r_max=cut, exclude_bonded=False) if priors else []
     wall = next((p for p in fitted if isinstance(p, PairRepulsion)), None)
     pseudo_wall = None
     if basis == "powers" and wall is not None:

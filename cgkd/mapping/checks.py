@@ -32,12 +32,8 @@ def check_mapping(m) -> None:
         if len(np.unique(atoms)) != len(atoms):
             raise ValueError(f"bead {b} ({m.bead_names[b]!r}) lists an atom twice: {atoms.tolist()}")
         count[atoms] += 1
-    orphans = np.flatnonzero(count == 0)
-    if orphans.size:
-        raise ValueError(
-            f"{orphans.size} atom(s) are not in any bead (first: {orphans[:10].tolist()}); every atom must be "
-            "mapped so that its force is accounted for"
-        )
+    if nb == 0:
+        raise ValueError("a mapping needs at least one bead; bead_atoms is empty")
     shared = np.flatnonzero(count > 1)
     if shared.size and not m.allow_overlap:
         raise ValueError(
@@ -66,6 +62,16 @@ def check_mapping(m) -> None:
             )
     if m.atom_bonds.size and (m.atom_bonds.min() < 0 or m.atom_bonds.max() >= n):
         raise ValueError(f"atom_bonds must index atoms 0..{n - 1}")
+
+
+def check_weights(weights, n: int, bead: int) -> np.ndarray:
+    """Position weights of one bead: ``n`` finite numbers with a positive sum, returned normalised (float64)."""
+    w = check_array(weights, f"bead_weights[{bead}]", shape=(n,), dtype=np.float64)
+    total = float(w.sum())
+    if not total > 0:
+        raise ValueError(f"bead_weights[{bead}] must sum to a positive number (they are normalised to 1), got "
+                         f"{w.tolist()} with sum {total}")
+    return w / total
 
 
 def check_xyz(xyz, n_atoms: int, name: str) -> np.ndarray:

@@ -27,8 +27,12 @@ def from_groups(
     allow_overlap: bool = False,
     name: str = "groups",
     type_names: Optional[Sequence[str]] = None,
+    weights: Optional[Sequence[Optional[Sequence[float]]]] = None,
 ) -> "Mapping":
     """A mapping with one bead per group of atom indices.
+
+    Atoms in no group are left out of the CG model: a slice map (``groups=[[ca] for ca in calphas]``)
+    or a solute without its solvent.
 
     Parameters
     ----------
@@ -42,6 +46,9 @@ def from_groups(
     masses : np.ndarray, shape=(n_atoms,), amu, optional
         Atom masses (e.g. from the AA system, which may repartition hydrogen mass); default:
         element masses from the topology.
+    weights : sequence of (sequence of float or None), optional
+        Explicit position weights per group (same order as the group's atoms), normalised to 1;
+        ``None`` for a group uses ``center``.
     """
     info = topology_info(topology, masses)
     groups = [list(g) for g in groups]
@@ -79,6 +86,7 @@ def from_groups(
         name=name,
         allow_overlap=allow_overlap,
         type_names=type_names,
+        bead_weights=weights,
     )
 
 def one_bead_per_residue(cls, topology, center: str = "mass", masses=None) -> "Mapping":
@@ -91,15 +99,21 @@ def from_spec(cls, topology, mapping_spec, masses=None, name: str = "") -> "Mapp
     """A mapping from a ``cgkd.io.spec.MappingSpec`` (per residue name, a list of ``BeadSpec``).
 
     Type names come in the order they first appear in the spec, so two systems mapped with the
-    same spec share type indices. ``atoms: ["*"]`` means the whole residue.
+    same spec share type indices. ``atoms: ["*"]`` means the whole residue. Residues listed in
+    ``mapping_spec.unmapped`` (solvent, ions) are left out; atoms of a mapped residue that no bead
+    names are left out too (slice maps). A residue that is neither mapped nor left out is refused.
     """
-    groups, types, names = [], [], []
+    groups, types, names, weights = [], [], [], []
     type_names = list(dict.fromkeys(b.type for beads in mapping_spec.residues.values() for b in beads))
+    left_out = set(mapping_spec.unmapped)
     for res in topology.residues():
+        if res.name in left_out:
+            continue
         if res.name not in mapping_spec.residues:
             raise ValueError(
                 f"residue {res.name!r} (index {res.index}) has no beads in the mapping; "
-                f"the mapping covers {sorted(mapping_spec.residues)}"
+                f"the mapping covers {sorted(mapping_spec.residues)} and leaves out {sorted(left_out)} "
+                "(add it to 'unmapped' to leave it out of the CG model)"
             )
         by_name = {a.name: a.index for a in res.atoms()}
         for bead in mapping_spec.residues[res.name]:
@@ -116,10 +130,33 @@ def from_spec(cls, topology, mapping_spec, masses=None, name: str = "") -> "Mapp
             groups.append(atoms)
             types.append(bead.type)
             names.append(bead.name)
-    return from_groups(cls, 
-        topology, groups, types=types, names=names, center=mapping_spec.center, masses=masses,
-        name=name or "spec", type_names=type_names,
+            weights.append(bead.weights)
+    if not groups:
+        raise ValueError(f"the mapping gives no beads for this topology (residues: "
+                         f"{sorted({r.name for r in topology.residues()})})")
+    m = from_groups(
+        cls, topology, groups, types=types, names=names, center=mapping_spec.center, masses=masses,
+        name=name or "spec", type_names=type_names, weights=weights,
     )
+    m.named_dihedrals = named_quadruples(m, mapping_spec.dihedrals)
+    return m
+
+
+def named_quadruples(m, dihedrals: Dict[str, Sequence[str]]) -> Dict[str, np.ndarray]:
+    """Bead quadruples of each named dihedral (bead names, looked up molecule by molecule)."""
+    out = {}
+    for key, beads in dihedrals.items():
+        quads = []
+        for mol in np.unique(m.bead_molecule):
+            idx = np.flatnonzero(m.bead_molecule == mol)
+            by_name = {m.bead_names[b]: int(b) for b in idx}
+            if all(b in by_name for b in beads):
+                quads.append([by_name[b] for b in beads])
+        if not quads:
+            raise ValueError(f"dihedral {key!r}: no molecule has all of the beads {list(beads)}; bead names are "
+                             f"{sorted(set(m.bead_names))}")
+        out[str(key)] = np.asarray(quads, dtype=np.int64)
+    return out
 
 def auto(cls, topology, heavy_atoms_per_bead: int = 4, center: str = "mass", masses=None) -> "Mapping":
     """Split each molecule into connected beads of about ``heavy_atoms_per_bead`` heavy atoms.

@@ -1,12 +1,16 @@
 """Force maps: linear maps from atomic forces to bead forces, registered by name in ``FORCE_MAPS``.
 
-``basic``   sums the forces of each bead's atoms.
+``basic``   sums the forces of each bead's atoms and of the unmapped atoms tied to them by constraints
+            (a C-alpha slice bead takes its constrained H-alpha along, so the constraint force cancels).
 ``optimal`` is the statistically optimal linear force map (Kraemer et al., J. Phys. Chem. Lett. 2023):
             the matrix M with the smallest mean squared mapped force among all maps that are
             consistent with the position map (M C^T = I), that only use atoms of the bead's own
-            molecule, and that give equal weight to the two atoms of every constraint (so constraint
-            forces, missing from recorded forces, cancel). Fitted in closed form per molecule type
-            from data. The math is in docs/mapping.md.
+            molecule (unmapped ones included), and that give equal weight to the two atoms of every
+            constraint (so constraint forces, missing from recorded forces, cancel). Fitted in closed
+            form per molecule type from data. The math is in docs/mapping.md.
+
+Every fitted map is checked by :func:`check_force_map` (consistency and constraint conditions) before
+:func:`fit_force_map` returns it.
 
 A registered force map is a class with the classmethod
 ``fit(mapping, forces, constraints, allow_constraint_crossing, regularization, pool) -> ForceMap``,
@@ -24,6 +28,7 @@ import scipy.sparse as sp
 from cgkd.mapping import checks
 from cgkd.mapping.linear import apply_matrix
 from cgkd.registry import Registry
+from cgkd.topology import connected_pieces
 
 FORCE_MAPS: Registry = Registry("force_maps")
 
@@ -82,23 +87,98 @@ class ForceMap:
         return f"{type(self).__name__}(name={self.name!r}, n_beads={self.n_beads}, n_atoms={self.n_atoms})"
 
 
-def crossing_constraints(mapping, constraints) -> np.ndarray:
-    """Constraints whose two atoms do not belong to exactly the same beads, shape=(n, 2), int64."""
-    c = checks.check_constraints(constraints, mapping.n_atoms)
+def _bead_signatures(mapping) -> np.ndarray:
+    """Per atom an id of the set of beads it belongs to; -1 for atoms in no bead, shape=(n_atoms,), int64."""
     member = mapping.membership_matrix.tocsc()
     member.sort_indices()
     ids: Dict[Tuple[int, ...], int] = {}
-    sig = np.asarray(
-        [ids.setdefault(tuple(member.indices[member.indptr[a]:member.indptr[a + 1]].tolist()), len(ids))
-         for a in range(mapping.n_atoms)],
-        dtype=np.int64,
-    )
-    return c[sig[c[:, 0]] != sig[c[:, 1]]].reshape(-1, 2)
+    sig = np.full(mapping.n_atoms, -1, dtype=np.int64)
+    for a in range(mapping.n_atoms):
+        beads = tuple(member.indices[member.indptr[a]:member.indptr[a + 1]].tolist())
+        if beads:
+            sig[a] = ids.setdefault(beads, len(ids))
+    return sig
+
+
+def constraint_groups(mapping, constraints) -> Tuple[np.ndarray, np.ndarray]:
+    """Connected pieces of the constraint graph and the bead set each one is tied to.
+
+    Returns
+    -------
+    (piece, tied) : np.ndarray, shape=(n_atoms,), int64 each
+        ``piece[a]``: index of the constraint piece of atom ``a`` (atoms without constraints are
+        pieces of their own). ``tied[a]``: the bead-set id (see ``_bead_signatures``) shared by the
+        mapped atoms of ``a``'s piece, -1 when the piece holds no mapped atom, -2 when it holds atoms of
+        different bead sets (the piece crosses a bead boundary).
+    """
+    c = checks.check_constraints(constraints, mapping.n_atoms)
+    piece = connected_pieces(mapping.n_atoms, c.tolist())
+    sig = _bead_signatures(mapping)
+    per_piece: Dict[int, set] = {}
+    for a in np.flatnonzero(sig >= 0):
+        per_piece.setdefault(int(piece[a]), set()).add(int(sig[a]))
+    tied_of_piece = {p: (next(iter(v)) if len(v) == 1 else -2) for p, v in per_piece.items()}
+    tied = np.asarray([tied_of_piece.get(int(p), -1) for p in piece], dtype=np.int64)
+    return piece, tied
+
+
+def crossing_constraints(mapping, constraints) -> np.ndarray:
+    """Constraints of pieces that tie atoms of different bead sets together, shape=(n, 2), int64.
+
+    A constraint between a mapped atom and an unmapped one does not cross: the unmapped atom's force
+    is added to the bead (see ``basic``). A chain of constraints through unmapped atoms that reaches
+    two beads does cross.
+    """
+    c = checks.check_constraints(constraints, mapping.n_atoms)
+    _, tied = constraint_groups(mapping, c)
+    return c[tied[c[:, 0]] == -2].reshape(-1, 2)
+
+
+def check_force_map(mapping, matrix, constraints=None, where: str = "force map", atol: float = 1e-6) -> None:
+    """Refuse a force map that breaks the conditions for unbiased mapped forces (docs/mapping.md).
+
+    1. Consistency with the position map C: ``M C^T = I``.
+    2. Equal weights in every row on the two atoms of each constraint, so the constraint forces that
+       recorded forces leave out cancel.
+
+    Parameters
+    ----------
+    mapping : cgkd.mapping.Mapping
+    matrix : scipy.sparse matrix or np.ndarray, shape=(n_beads, n_atoms)
+    constraints : np.ndarray, shape=(n_constraints, 2), int64, optional
+    atol : float
+        Allowed deviation, relative to the largest weight (at least 1).
+    """
+    m = sp.csr_matrix(matrix, dtype=np.float64)
+    if m.shape != (mapping.n_beads, mapping.n_atoms):
+        raise ValueError(f"{where}: expected shape ({mapping.n_beads}, {mapping.n_atoms}) (beads, atoms), got {m.shape}")
+    if m.nnz and not np.all(np.isfinite(m.data)):
+        raise ValueError(f"{where}: weights must be finite")
+    tol = atol * max(1.0, float(np.abs(m.data).max()) if m.nnz else 1.0)
+    dev = (m @ mapping.position_matrix.T - sp.identity(mapping.n_beads, format="csr")).tocoo()
+    if dev.nnz and np.abs(dev.data).max() > tol:
+        k = int(np.argmax(np.abs(dev.data)))
+        raise ValueError(
+            f"{where} is not consistent with the position map: (M C^T)[{dev.row[k]}, {dev.col[k]}] deviates from the "
+            f"identity by {dev.data[k]:.3g}; bead {dev.row[k]}'s force must respond to its own position only "
+            "(its weights over the bead's own atoms must sum to 1 and over other beads' atoms to 0)")
+    c = checks.check_constraints(constraints, mapping.n_atoms)
+    if len(c):
+        mc = m.tocsc()
+        diff = (mc[:, c[:, 0]] - mc[:, c[:, 1]]).tocoo()
+        if diff.nnz and np.abs(diff.data).max() > tol:
+            k = int(np.argmax(np.abs(diff.data)))
+            i, j = c[diff.col[k]]
+            raise ValueError(
+                f"{where} gives atoms {i} and {j}, which are joined by a constraint, different weights in bead "
+                f"{diff.row[k]}'s row (difference {diff.data[k]:.3g}); the constraint force, missing from the recorded "
+                "forces, would not cancel")
 
 
 @FORCE_MAPS.register("basic")
 class BasicForceMap(ForceMap):
-    """Sum of the atomic forces of each bead's atoms (M_Ii = 1 if atom i is in bead I)."""
+    """Sum of the atomic forces of each bead's atoms (M_Ii = 1 if atom i is in bead I), plus those of the
+    unmapped atoms tied to the bead by a chain of constraints (M_Ii = 1 for them too)."""
 
     @classmethod
     def fit(
@@ -123,7 +203,18 @@ class BasicForceMap(ForceMap):
                 "Use the 'optimal' force map, or pass allow_constraint_crossing=True "
                 "(--allow-constraint-crossing) to accept the bias"
             )
-        return cls("basic", mapping.membership_matrix)
+        member = mapping.membership_matrix.tolil()
+        c = checks.check_constraints(constraints, mapping.n_atoms)
+        if len(c):
+            piece, tied = constraint_groups(mapping, c)
+            sig = _bead_signatures(mapping)
+            bead_of_sig = {}
+            for b, atoms in enumerate(mapping.bead_atoms):
+                for a in atoms:
+                    bead_of_sig.setdefault(int(sig[a]), b)
+            for a in np.flatnonzero((sig < 0) & (tied >= 0)):
+                member[bead_of_sig[int(tied[a])], int(a)] = 1.0
+        return cls("basic", member.tocsr())
 
 
 @FORCE_MAPS.register("optimal")
@@ -175,6 +266,9 @@ class OptimalForceMap(ForceMap):
             cons_of_mol.setdefault(int(mol_of[i]), []).append((int(i), int(j)))
         for m, atoms in enumerate(mapping.molecule_atoms):
             beads = np.flatnonzero(mapping.bead_molecule == m)
+            if beads.size == 0:  # a molecule left out of the CG model (solvent): nothing to fit
+                local_info.append(None)
+                continue
             local_c = cmat[beads][:, atoms].toarray()  # (k, n)
             pos = {int(a): k for k, a in enumerate(atoms)}
             lc = tuple(sorted((min(pos[i], pos[j]), max(pos[i], pos[j])) for i, j in cons_of_mol.get(m, [])))
@@ -265,7 +359,7 @@ def fit_force_map(
     (n_frames, n_atoms, 3) kJ/mol/nm with the AA ``constraints`` (n, 2).
     """
     cls = FORCE_MAPS.get(name)
-    return cls.fit(
+    fmap = cls.fit(
         mapping,
         forces=forces,
         constraints=constraints,
@@ -273,6 +367,9 @@ def fit_force_map(
         regularization=regularization,
         pool=pool,
     )
+    check_force_map(mapping, fmap.matrix, None if allow_constraint_crossing else constraints,
+                    where=f"force map {name!r}")
+    return fmap
 
 
 def mean_squared_force(mapped: np.ndarray, frames: Optional[np.ndarray] = None) -> float:
@@ -292,6 +389,8 @@ __all__ = [
     "ForceMap",
     "BasicForceMap",
     "OptimalForceMap",
+    "check_force_map",
+    "constraint_groups",
     "crossing_constraints",
     "fit_force_map",
     "mean_squared_force",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,8 +30,9 @@ from cgkd.mapping.pbc import bfs_levels, make_whole
 from cgkd.topology import Topology
 
 FORMAT = "cgkd-mapping"
-#: 1: per-bead key "residue" and "residue_names"; 2: "molecule" and "molecule_names".
-FORMAT_VERSION = 2
+#: 1: per-bead key "residue" and "residue_names"; 2: "molecule" and "molecule_names"; 3: atoms may be left out
+#: of every bead (subset maps) and a bead may carry explicit position "weights".
+FORMAT_VERSION = 3
 CENTERS = ("mass", "geometry")
 
 
@@ -42,7 +43,9 @@ class Mapping:
     ----------
     n_atoms : int
     bead_atoms : sequence of sequences of int
-        Atom indices of each bead.
+        Atom indices of each bead. Atoms in no bead are simply not part of the CG model (a slice
+        such as C-alpha only, or solvent left out); their forces still reach the beads through the
+        force map where constraints or the optimal map call for it.
     bead_names, bead_types : sequences of str, length n_beads
         Bead names and type names; ``type_names`` lists the distinct types in first-seen order
         unless ``type_names`` is given.
@@ -63,6 +66,11 @@ class Mapping:
         Allow an atom to belong to several beads (only the optimal force map can handle it).
     type_names : sequence of str, optional
         Full list of type names (may contain types not present in this system).
+    bead_weights : sequence of (sequence of float or None), optional
+        Explicit position weights of each bead's atoms, in the order of ``bead_atoms[b]``; they
+        are normalised to sum to 1. ``None`` (for the whole list or one bead) uses ``center``.
+    named_dihedrals : dict of str -> array-like, shape=(n, 4), int, optional
+        Collective dihedrals worth analysing by name (``phi``, ``psi``), as bead quadruples.
     """
 
     def __init__(
@@ -81,11 +89,22 @@ class Mapping:
         name: str = "",
         allow_overlap: bool = False,
         type_names: Optional[Sequence[str]] = None,
+        bead_weights: Optional[Sequence[Optional[Sequence[float]]]] = None,
+        named_dihedrals: Optional[Dict[str, object]] = None,
     ):
         if center not in CENTERS:
             raise ValueError(f"center must be one of {CENTERS}, got {center!r}")
         self.n_atoms = int(n_atoms)
-        self.bead_atoms = [np.asarray(sorted(int(a) for a in atoms), dtype=np.int64) for atoms in bead_atoms]
+        bead_atoms = [list(atoms) for atoms in bead_atoms]
+        if bead_weights is None:
+            bead_weights = [None] * len(bead_atoms)
+        if len(bead_weights) != len(bead_atoms):
+            raise ValueError(f"bead_weights has {len(bead_weights)} entries but there are {len(bead_atoms)} beads")
+        self.bead_atoms, self.bead_weights = [], []
+        for b, (atoms, w) in enumerate(zip(bead_atoms, bead_weights)):
+            order = np.argsort(np.asarray([int(a) for a in atoms], dtype=np.int64), kind="stable")
+            self.bead_atoms.append(np.asarray([int(atoms[k]) for k in order], dtype=np.int64))
+            self.bead_weights.append(None if w is None else checks.check_weights(w, len(atoms), b)[order])
         self.bead_names = [str(n) for n in bead_names]
         if type_names is None:
             type_names = list(dict.fromkeys(str(t) for t in bead_types))
@@ -104,6 +123,12 @@ class Mapping:
         self.name = str(name)
         self.allow_overlap = bool(allow_overlap)
         checks.check_mapping(self)
+        self.named_dihedrals = {}
+        for key, quads in (named_dihedrals or {}).items():
+            q = np.asarray(quads, dtype=np.int64).reshape(-1, 4)
+            if q.size and (q.min() < 0 or q.max() >= self.n_beads):
+                raise ValueError(f"named_dihedrals[{key!r}] must index beads 0..{self.n_beads - 1}, got {q.tolist()}")
+            self.named_dihedrals[str(key)] = q
         self._levels = None
         self._matrix = None
 
@@ -130,22 +155,65 @@ class Mapping:
         return out
 
     @property
+    def mapped_atoms(self) -> np.ndarray:
+        """np.ndarray, shape=(n_mapped,), int64: atoms that belong to at least one bead (sorted)."""
+        return np.unique(np.concatenate(self.bead_atoms)) if self.bead_atoms else np.zeros(0, dtype=np.int64)
+
+    @property
+    def is_partition(self) -> bool:
+        """True when every atom is in exactly one bead (the classic map of whole groups)."""
+        return bool(np.array_equal(np.sort(np.concatenate(self.bead_atoms)), np.arange(self.n_atoms)))
+
+    @property
+    def dropped_molecules(self) -> np.ndarray:
+        """np.ndarray, shape=(n,), int64: molecules without any bead (solvent left out of the CG model)."""
+        return np.setdiff1d(np.arange(self.n_molecules), self.bead_molecule)
+
+    @property
+    def cg_periodic(self) -> bool:
+        """Whether the CG system keeps the box: the AA system is periodic and no molecule was left out.
+
+        Leaving whole molecules out (the solvent of a solvated peptide) makes an implicit-solvent CG
+        model, which is not periodic.
+        """
+        return self.periodic and self.dropped_molecules.size == 0
+
+    @property
     def bonds(self) -> np.ndarray:
-        """np.ndarray, shape=(n_cg_bonds, 2), int64: bead pairs (i < j) joined by at least one atom bond."""
+        """np.ndarray, shape=(n_cg_bonds, 2), int64: bead pairs (i < j) joined through the atom bond graph.
+
+        Two beads are bonded when an atom of one is bonded to an atom of the other, or when a chain
+        of bonds joins them through atoms that are in no bead (C-alpha beads of neighbouring
+        residues, joined through the unmapped C and N). Paths never pass through a third bead's atoms.
+        """
         beads_of = [[] for _ in range(self.n_atoms)]
         for b, atoms in enumerate(self.bead_atoms):
             for a in atoms:
                 beads_of[a].append(b)
-        pairs = set()
+        nbrs = [[] for _ in range(self.n_atoms)]
         for i, j in self.atom_bonds:
-            for bi in beads_of[i]:
-                for bj in beads_of[j]:
-                    if bi != bj:
-                        pairs.add((min(bi, bj), max(bi, bj)))
+            nbrs[i].append(int(j))
+            nbrs[j].append(int(i))
+        pairs = set()
+        for b, atoms in enumerate(self.bead_atoms):
+            seen = set(int(a) for a in atoms)
+            stack = list(seen)
+            while stack:
+                a = stack.pop()
+                for nb in nbrs[a]:
+                    if nb in seen:
+                        continue
+                    seen.add(nb)
+                    if beads_of[nb]:
+                        pairs.update((min(b, c), max(b, c)) for c in beads_of[nb] if c != b)
+                    else:
+                        stack.append(nb)
         return np.asarray(sorted(pairs), dtype=np.int64).reshape(-1, 2)
 
     def weights(self, bead: int) -> np.ndarray:
         """Position weights of ``bead``'s atoms (same order as ``bead_atoms[bead]``), summing to 1."""
+        if self.bead_weights[bead] is not None:
+            return self.bead_weights[bead]
         atoms = self.bead_atoms[bead]
         w = self.atom_masses[atoms] if self.center == "mass" else np.ones(len(atoms))
         return w / w.sum()
@@ -257,9 +325,13 @@ class Mapping:
                 self.map_forces(forces, force_map).astype(np.float32))
 
     def topology(self) -> Topology:
-        """The CG topology: one particle per bead, with :attr:`bead_masses`, molecules and :attr:`bonds`."""
-        return Topology(self.type_names, self.bead_types, self.bead_masses, self.bead_names, self.bead_molecule,
-                        self.molecule_names, self.bonds)
+        """The CG topology: one particle per bead, with :attr:`bead_masses`, molecules and :attr:`bonds`.
+
+        Molecules without beads (left-out solvent) are not in it; the others keep their order.
+        """
+        kept, bead_molecule = np.unique(self.bead_molecule, return_inverse=True)
+        return Topology(self.type_names, self.bead_types, self.bead_masses, self.bead_names, bead_molecule,
+                        [self.molecule_names[m] for m in kept], self.bonds)
 
     # ------------------------------------------------------------------ save / load
     def to_dict(self) -> dict:
@@ -274,13 +346,16 @@ class Mapping:
             "n_atoms": self.n_atoms,
             "type_names": self.type_names,
             "beads": [
-                {"name": n, "type": self.type_names[t], "molecule": int(r), "atoms": a.tolist()}
-                for n, t, r, a in zip(self.bead_names, self.bead_types, self.bead_molecule, self.bead_atoms)
+                {"name": n, "type": self.type_names[t], "molecule": int(r), "atoms": a.tolist(),
+                 **({} if w is None else {"weights": w.tolist()})}
+                for n, t, r, a, w in zip(self.bead_names, self.bead_types, self.bead_molecule, self.bead_atoms,
+                                         self.bead_weights)
             ],
             "molecule_names": self.molecule_names,
             "molecule_atoms": [m.tolist() for m in self.molecule_atoms],
             "atom_masses": self.atom_masses.tolist(),
             "atom_bonds": self.atom_bonds.tolist(),
+            "named_dihedrals": {k: v.tolist() for k, v in self.named_dihedrals.items()},
         }
 
     @classmethod
@@ -306,6 +381,8 @@ class Mapping:
             name=d["name"],
             allow_overlap=d["allow_overlap"],
             type_names=d["type_names"],
+            bead_weights=[b.get("weights") for b in beads],
+            named_dihedrals=d.get("named_dihedrals"),
         )
 
     def save(self, path) -> None:

@@ -75,6 +75,8 @@ def _harmonic_fit(values: np.ndarray, jacobian, kt: float, term: str, names: Lis
     lo, hi = np.percentile(values, [0.5, 99.5])
     if not hi > lo:
         raise PriorFitError(f"{term} prior {names}: the distribution has zero width (all values {lo:.6g})")
+    # small samples (one molecule, few frames): fewer, fuller bins (about 20 samples each, at least 8 bins)
+    n_bins = int(min(n_bins, max(8, values.size // 20)))
     counts, edges = np.histogram(values, bins=n_bins, range=(lo, hi))
     centres = 0.5 * (edges[1:] + edges[:-1])
     ok = (counts >= MIN_BIN_COUNT) & (jacobian(centres) > 0)
@@ -219,8 +221,14 @@ def fit_pair_repulsion(
     bin_width: float = 0.005,
     threshold: float = 1e-3,
     max_frames: int = 200,
+    exclusions=None,
 ) -> PairRepulsion:
     """Pair repulsion prior: sigma per type pair from the onset of g(r); eps = k_B T.
+
+    Periodic data (a liquid): sigma is where g(r) first exceeds ``threshold`` of its plateau.
+    Non-periodic data (molecules in implicit solvent, where g(r) has no plateau): sigma is the
+    smallest distance observed for the type pair, and type pairs never seen within ``r_max`` get no
+    wall. Pairs in ``exclusions`` (bonded neighbours) are left out of the fit and feel no wall.
 
     Parameters
     ----------
@@ -232,8 +240,14 @@ def fit_pair_repulsion(
         Fraction of the plateau that g(r) must exceed.
     max_frames : int
         At most this many frames (evenly strided) are used.
+    exclusions : array-like, shape=(n, 2), int, optional
+        Bead pairs without a wall (see :class:`cgkd.nn.priors.PairRepulsion`).
     """
     pos, box, types = _check_inputs(positions, box, types)
+    excl = np.asarray([] if exclusions is None else exclusions, dtype=np.int64).reshape(-1, 2)
+    n_beads = pos.shape[1]
+    excluded = set((excl[:, 0] * n_beads + excl[:, 1]).tolist()) | set((excl[:, 1] * n_beads + excl[:, 0]).tolist())
+    closest = np.full((len(type_names), len(type_names)), np.inf)
     if not 0 < bin_width < r_max:
         raise ValueError(f"bin_width must lie in (0, r_max={r_max}), got {bin_width}")
     if not 0 < threshold < 1:
@@ -250,10 +264,13 @@ def fit_pair_repulsion(
         i, j = ei[0].numpy(), ei[1].numpy()
         r = np.linalg.norm((p[ei[1]] - p[ei[0]] + sh).numpy(), axis=-1)
         half = i < j
+        if excluded:
+            half &= ~np.isin(i * n_beads + j, list(excluded))
         ti, tj = types[i[half]], types[j[half]]
         lo, hi = np.minimum(ti, tj), np.maximum(ti, tj)
         bins = np.minimum((r[half] / bin_width).astype(np.int64), n_bins - 1)
         np.add.at(hist, (lo, hi, bins), 1.0)
+        np.minimum.at(closest, (lo, hi), r[half])
     centres = 0.5 * (edges[1:] + edges[:-1])
     shell = centres**2
     outer = centres >= 0.8 * edges[-1]
@@ -261,6 +278,10 @@ def fit_pair_repulsion(
     for a in range(n_types):
         for b in range(a, n_types):
             names = [type_names[a], type_names[b]]
+            if box is None:  # molecules: the closest approach seen (no wall where a pair never comes near)
+                if np.isfinite(closest[a, b]):
+                    entries.append({"types": names, "sigma": float(np.floor(closest[a, b] / bin_width) * bin_width)})
+                continue
             g = hist[a, b] / shell
             plateau = g[outer].mean()
             if not plateau > 0:
@@ -276,7 +297,14 @@ def fit_pair_repulsion(
                     f"(r < {bin_width} nm); beads overlap"
                 )
             entries.append({"types": names, "sigma": sigma})
-    return PairRepulsion(type_names, entries, kbt(temperature))
+    return PairRepulsion(type_names, entries, kbt(temperature), exclusions=excl, n_beads=n_beads)
+
+
+def bonded_exclusions(topology) -> np.ndarray:
+    """1-2 and 1-3 bead pairs of a topology (bonds and the end beads of angles), shape=(n, 2), int64, i < j."""
+    pairs = [tuple(b) for b in np.asarray(topology.bonds).reshape(-1, 2)]
+    pairs += [(a[0], a[2]) for a in np.asarray(topology.angles).reshape(-1, 3)]
+    return np.asarray(sorted({(int(min(p)), int(max(p))) for p in pairs}), dtype=np.int64).reshape(-1, 2)
 
 
 def fit_priors(
@@ -284,11 +312,14 @@ def fit_priors(
     kinds: Sequence[str] = ("pair_repulsion", "bonds", "angles", "dihedrals"),
     r_max: float = 1.0,
     n_dihedral_terms: int = N_DIHEDRAL_TERMS,
+    exclude_bonded: bool = True,
 ) -> list:
     """All requested priors of a CG dataset; bonded kinds without terms are skipped.
 
     Bonds, angles and dihedrals are the topology's (``data.topology``), the same lists that the
-    model's bonded priors, the exported OpenMM forces and the analysis use.
+    model's bonded priors, the exported OpenMM forces and the analysis use. With ``exclude_bonded``
+    the pair-repulsion wall leaves out 1-2 and 1-3 neighbours (bonds and the ends of angles), as
+    molecular force fields do; their distances are the bonded priors' business.
     """
     allowed = ("pair_repulsion", "bonds", "angles", "dihedrals")
     bad = [k for k in kinds if k not in allowed]
@@ -296,9 +327,10 @@ def fit_priors(
         raise ValueError(f"kinds: unknown prior kind(s) {bad}; allowed are {list(allowed)}")
     args = (data.positions, data.box, data.types, list(data.type_names))
     out = []
-    if "pair_repulsion" in kinds:
-        out.append(fit_pair_repulsion(*args, data.temperature, r_max=r_max))
     top = data.topology
+    if "pair_repulsion" in kinds:
+        excl = bonded_exclusions(top) if exclude_bonded else None
+        out.append(fit_pair_repulsion(*args, data.temperature, r_max=r_max, exclusions=excl))
     if "bonds" in kinds and len(top.bonds):
         out.append(fit_bonds(*args, top.bonds, data.temperature))
     if "angles" in kinds and len(top.angles):

@@ -80,9 +80,15 @@ class PairRepulsion(NonbondedPrior):
     entries : list of dict
         ``{"types": [a, b], "sigma": nm}``; pairs not listed get no wall.
     epsilon : float, kJ/mol
+    exclusions : array-like, shape=(n, 2), int, optional
+        Bead pairs (indices within one frame) that feel no wall: bonded neighbours (1-2 and 1-3
+        pairs), whose distances the bonded priors govern. Needs ``n_beads``.
+    n_beads : int
+        Beads per frame (with exclusions; frames of a batch are consecutive blocks of ``n_beads``).
     """
 
-    def __init__(self, type_names: Sequence[str], entries: Sequence[dict], epsilon: float):
+    def __init__(self, type_names: Sequence[str], entries: Sequence[dict], epsilon: float,
+                 exclusions=None, n_beads: int = 0):
         super().__init__()
         if not epsilon > 0:
             raise ValueError(f"epsilon must be positive (kJ/mol), got {epsilon}")
@@ -100,16 +106,29 @@ class PairRepulsion(NonbondedPrior):
             sigma[b, a] = e["sigma"]
         self.epsilon = float(epsilon)
         self.register_buffer("sigma", sigma.to(torch.get_default_dtype()))
+        pairs = np.asarray([] if exclusions is None else exclusions, dtype=np.int64).reshape(-1, 2)
+        self.n_beads = int(n_beads)
+        if pairs.size and (self.n_beads < 1 or pairs.min() < 0 or pairs.max() >= self.n_beads):
+            raise ValueError(f"exclusions must index beads 0..n_beads-1 with n_beads >= 1, got n_beads={n_beads} and "
+                             f"values {pairs.min()}..{pairs.max()}")
+        self.exclusions = sorted({(int(min(a, b)), int(max(a, b))) for a, b in pairs if a != b})
+        keys = sorted({a * self.n_beads + b for a, b in self.exclusions} | {b * self.n_beads + a for a, b in self.exclusions})
+        # not in the state dict (rebuilt from the config), so model files written before exclusions still load
+        self.register_buffer("excluded", torch.as_tensor(keys, dtype=torch.int64), persistent=False)
 
     def max_sigma(self) -> float:
         return float(self.sigma.max()) if self.sigma.numel() else 0.0
 
     def config(self) -> dict:
-        return {"type_names": list(self.type_names), "entries": self.entries, "epsilon": self.epsilon}
+        out = {"type_names": list(self.type_names), "entries": self.entries, "epsilon": self.epsilon}
+        if self.exclusions:
+            out |= {"exclusions": [list(p) for p in self.exclusions], "n_beads": self.n_beads}
+        return out
 
     @classmethod
     def from_config(cls, config: dict) -> "PairRepulsion":
-        return cls(config["type_names"], config["entries"], config["epsilon"])
+        return cls(config["type_names"], config["entries"], config["epsilon"], exclusions=config.get("exclusions"),
+                   n_beads=int(config.get("n_beads", 0)))
 
     def pair_energy(self, r: Tensor, ti: Tensor, tj: Tensor) -> Tensor:
         """Energy of each pair, shape like ``r`` (kJ/mol)."""
@@ -132,6 +151,12 @@ class PairRepulsion(NonbondedPrior):
         vec = positions[j] - positions[i] + edge_shifts
         r = torch.sqrt((vec * vec).sum(-1))
         e = 0.5 * self.pair_energy(r, types[i], types[j])
+        if self.excluded.numel() > 0:
+            if positions.size(0) != n_graphs * self.n_beads:
+                raise ValueError("pair_repulsion prior with exclusions was built for a fixed number of beads per frame")
+            key = (i % self.n_beads) * self.n_beads + (j % self.n_beads)
+            at = torch.searchsorted(self.excluded, key).clamp(max=self.excluded.numel() - 1)
+            e = torch.where(self.excluded[at] == key, torch.zeros_like(e), e)
         return torch.zeros(n_graphs, dtype=positions.dtype, device=positions.device).index_add(0, batch[i], e)
 
 

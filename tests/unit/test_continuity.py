@@ -67,6 +67,15 @@ def test_mapping_v1_matches_a_fresh_mapping_of_the_same_aa_file():
     np.testing.assert_allclose(old.map_positions(aa.positions, aa.box), fresh.map_positions(aa.positions, aa.box))
 
 
+def test_mapping_v2_loads_and_maps_like_a_fresh_mapping():
+    old = Mapping.load(V1.parent / "v2" / "mapping.json")
+    aa = read_aa(V1 / "aa.h5")
+    fresh = resolve_mapping(aa)
+    assert old.is_partition and all(w is None for w in old.bead_weights) and old.named_dihedrals == {}
+    assert old.topology().same_as(fresh.topology())
+    np.testing.assert_allclose(old.map_positions(aa.positions, aa.box), fresh.map_positions(aa.positions, aa.box))
+
+
 def test_model_artefact_and_checkpoint_v1():
     model = load_potential(V1 / "model.pt")
     module, meta = load_potential_artefact(V1 / "artefact.pt")

@@ -160,9 +160,11 @@ def test_auto_grouping_makes_connected_beads_with_hydrogens_on_their_heavy_atom(
 
 
 # ---------------------------------------------------------------------------------- bad input
-def test_atom_not_in_any_bead_is_refused():
-    with pytest.raises(ValueError, match="not in any bead"):
-        Mapping.from_groups(chain_topology(1), [[0, 1, 2]])
+def test_atom_not_in_any_bead_is_left_out():
+    m = Mapping.from_groups(chain_topology(1), [[0, 1, 2]])
+    assert not m.is_partition and m.mapped_atoms.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="at least one bead"):
+        Mapping.from_groups(chain_topology(1), [])
 
 
 def test_atom_in_two_beads_is_refused_unless_allowed():
