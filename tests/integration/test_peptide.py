@@ -43,3 +43,23 @@ def test_alanine_dipeptide_pipeline_reports_free_energy_surfaces(tmp_path):
     assert set(metrics["basins"]) >= {"member_00", "student", "ensemble"}
     fes = metrics["errors"]["ensemble"]["FES phi-psi"]
     assert 0.0 <= fes["jsd"] <= 1.0 and fes["kl"] >= 0.0
+
+
+@pytest.mark.slow
+def test_peptide_fes_benchmark_shares_the_aa_run_across_seeds(tmp_path):
+    from benchmarks.peptide_fes import markdown, run
+    from cgkd.aa import simulate
+
+    spec = load_spec("alanine-dipeptide")
+    aa_file = simulate(spec, size="test", out=tmp_path / "aa.h5", progress=False)
+    before = read_aa(aa_file)
+    res = run(aa_file, tmp_path / "fes", [1, 2], preset=load_preset("test", spec))
+    after = read_aa(aa_file)  # the AA run was adopted, not redone
+    np.testing.assert_array_equal(after.positions, before.positions)
+    np.testing.assert_array_equal(after.time, before.time)
+    assert (tmp_path / "fes" / "seed_1" / "aa" / "aa.h5").is_symlink()
+    assert not (tmp_path / "fes" / "seed_2" / "aa" / "aa.h5").exists()  # seed 2 reads seed 1's stages
+    s1, s2 = (res["per_seed"][s]["student"]["kl"] for s in (1, 2))
+    assert s1 != s2  # the seed reaches training and CG MD
+    assert set(res["summary"]) >= {"student", "ensemble", "member_00"}
+    assert "| student |" in markdown(res)

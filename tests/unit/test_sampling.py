@@ -69,3 +69,19 @@ def test_slow_structure_warns_with_a_bound():
 def test_too_few_frames_are_reported_not_refused():
     rep = sampling_report(_brownian(n_frames=5))
     assert rep["n_eff_structure"] is None and "too few" in rep["warnings"][0]
+
+
+def test_dihedral_sampling_counts_independent_backbone_samples():
+    from cgkd.analysis.sampling import dihedral_sampling
+
+    rng = np.random.default_rng(4)
+    iid = {"phi": rng.uniform(-180, 180, (4000, 1)), "psi": rng.uniform(-180, 180, (4000, 1))}
+    rep = dihedral_sampling(iid, dt=1.0)
+    assert rep["n_eff_dihedrals"] > 0.8 * 4000 and not rep["warnings"]
+    # a two-basin switch with a residence time of about 50 frames (psi) next to an uncorrelated phi
+    state = np.cumsum(rng.random(4000) < 1 / 50) % 2
+    slow = {"phi": rng.uniform(-180, 180, (4000, 1)), "psi": np.where(state, 150.0, -45.0)[:, None]
+            + rng.normal(0, 10, (4000, 1))}
+    rep = dihedral_sampling(slow, dt=0.5, min_effective=500)
+    assert rep["slowest_dihedral"] == "psi"
+    assert 10 < rep["tau_dihedrals_ps"] < 60 and rep["n_eff_dihedrals"] < 400 and rep["warnings"]

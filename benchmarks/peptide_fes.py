@@ -1,0 +1,116 @@
+"""Alanine dipeptide (issue 13): phi/psi free-energy divergences of teacher ensemble, student and control, over seeds.
+
+One AA run (made once, e.g. ``cgkd aa alanine-dipeptide --size evidence``) feeds ``cgkd run`` once per seed:
+the seed changes the teachers, the students and the CG MD; the AA and map stages are shared (their
+``stage.json`` is copied into each seed's run folder, so they are taken from the cache). Every seed's run
+is resumable like any ``cgkd run``. The report pairs the models by seed: for each of TAE, JSD and KL of the
+Ramachandran surface against the held-out AA frames, the mean over seeds with a 95 % confidence interval,
+and the paired differences student - control and ensemble - control. Usage::
+
+    python -m benchmarks.peptide_fes --aa runs/ala/aa/aa.h5 --out runs/ala-fes --seeds 1 2 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List
+
+from benchmarks.common import save_result
+from benchmarks.learning_curve import mean_ci
+from cgkd.io.atomic import write_text
+from cgkd.io.config import to_dict
+from cgkd.io.spec import load_spec
+from cgkd.pipeline import Preset, Run, run_pipeline
+
+#: About 15 minutes a seed on 2 CPU cores (5 beads; most of it is CG MD of six models).
+PRESET = Preset(size="evidence", n_members=8, teacher_preset="medium", teacher_epochs=15, student_epochs=30,
+                cg_replicas=2, cg_steps=50_000, cg_timestep=0.002, native_timestep=0.002, cg_report_interval=100,
+                ensemble_md=True, workers=2)
+METRICS = ("tae", "jsd", "kl")
+
+
+def adopt_aa(run_dir: Path, aa_file: Path, spec, preset: Preset) -> None:
+    """Let ``run_dir``'s aa stage resume the finished AA file ``aa_file`` instead of running MD again."""
+    folder = run_dir / "aa"
+    if (folder / "stage.json").is_file():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "aa.h5"
+    if not target.exists():
+        target.symlink_to(aa_file.resolve())
+    key = Run(spec, preset, run_dir, log=lambda line: None).key(
+        "aa", [], {"spec": to_dict(spec) | {"source": ""}, "size": preset.size, "steps": preset.aa_production_steps})
+    write_text(folder / "stage.key", key)
+
+
+def share_stages(src: Path, dst: Path, stages=("aa", "map")) -> None:
+    """Copy finished stages' markers from ``src`` to ``dst`` (their files stay in ``src``)."""
+    for stage in stages:
+        (dst / stage).mkdir(parents=True, exist_ok=True)
+        if not (dst / stage / "stage.json").is_file():
+            shutil.copyfile(src / stage / "stage.json", dst / stage / "stage.json")
+
+
+def run(aa_file: Path, out: Path, seeds: List[int], preset: Preset = PRESET, spec_name: str = "alanine-dipeptide"
+        ) -> dict:
+    spec = load_spec(spec_name)
+    out.mkdir(parents=True, exist_ok=True)
+    per_seed: Dict[int, dict] = {}
+    first = None
+    for seed in seeds:
+        run_dir = out / f"seed_{seed}"
+        p = replace(preset, seed=seed)
+        if first is None:
+            adopt_aa(run_dir, aa_file, spec, p)
+            first = run_dir
+        else:
+            share_stages(first, run_dir)
+        report = run_pipeline(spec, p, run_dir, log=lambda line: print(line, flush=True))
+        metrics = json.loads((report.parent / "metrics.json").read_text())
+        per_seed[seed] = {label: errs.get("FES phi-psi") for label, errs in metrics["errors"].items()}
+        per_seed[seed]["basins"] = metrics.get("basins", {})
+    labels = [k for k in per_seed[seeds[0]] if k != "basins"]
+    summary: Dict[str, dict] = {}
+    for label in labels:
+        summary[label] = {m: mean_ci([per_seed[s][label][m] for s in seeds if per_seed[s].get(label)]) for m in METRICS}
+    paired: Dict[str, dict] = {}
+    for label in ("student", "ensemble", "member_00", "native"):
+        if label in labels and "control" in labels:
+            paired[f"{label} - control"] = {
+                m: mean_ci([per_seed[s][label][m] - per_seed[s]["control"][m] for s in seeds]) for m in METRICS}
+    return {"seeds": seeds, "preset": to_dict(preset), "aa": str(aa_file), "per_seed": per_seed,
+            "summary": summary, "paired": paired}
+
+
+def markdown(res: dict) -> str:
+    lines = [f"Alanine dipeptide, phi/psi free-energy surface against the held-out AA frames; seeds {res['seeds']}.",
+             "", "| model | TAE | JSD | KL (nats) |", "|---|---|---|---|"]
+    for label, m in res["summary"].items():
+        lines.append(f"| {label} | " + " | ".join(f"{m[k][0]:.3f} ± {m[k][1]:.3f}" for k in METRICS) + " |")
+    lines += ["", "| paired difference | TAE | JSD | KL |", "|---|---|---|---|"]
+    for label, m in res["paired"].items():
+        lines.append(f"| {label} | " + " | ".join(f"{m[k][0]:+.3f} ± {m[k][1]:.3f}" for k in METRICS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--aa", required=True, type=Path, help="finished AA file (cgkd aa alanine-dipeptide ...)")
+    ap.add_argument("--out", required=True, type=Path, help="folder of the per-seed runs")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--size", default=PRESET.size, help="the AA file's size in the spec (default evidence)")
+    args = ap.parse_args(argv)
+    res = run(args.aa, args.out, args.seeds, replace(PRESET, size=args.size))
+    path = save_result(f"peptide_fes_{args.size}", res)
+    write_text(path.with_suffix(".md"), markdown(res))
+    print(markdown(res))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
