@@ -1,6 +1,7 @@
 """Alanine dipeptide (issue 13): phi/psi free-energy divergences of teacher ensemble, student and control, over seeds.
 
-One AA run (made once, e.g. ``cgkd aa alanine-dipeptide --size evidence``) feeds ``cgkd run`` once per seed:
+One AA run (made once, e.g. ``cgkd aa alanine-dipeptide --size evidence``; its embedded spec is the system) feeds
+``cgkd run`` once per seed:
 the seed changes the teachers, the students and the CG MD; the AA and map stages are shared (their
 ``stage.json`` is copied into each seed's run folder, so they are taken from the cache). Every seed's run
 is resumable like any ``cgkd run``. The report pairs the models by seed: for each of TAE, JSD and KL of the
@@ -23,7 +24,8 @@ from benchmarks.common import save_result
 from benchmarks.learning_curve import mean_ci
 from cgkd.io.atomic import write_text
 from cgkd.io.config import to_dict
-from cgkd.io.spec import load_spec
+from cgkd.io.aa_h5 import read_header
+from cgkd.io.spec import spec_from_yaml_text
 from cgkd.pipeline import Preset, Run, run_pipeline
 
 #: About 15 minutes a seed on 2 CPU cores (5 beads; most of it is CG MD of six models).
@@ -55,9 +57,13 @@ def share_stages(src: Path, dst: Path, stages=("aa", "map")) -> None:
             shutil.copyfile(src / stage / "stage.json", dst / stage / "stage.json")
 
 
-def run(aa_file: Path, out: Path, seeds: List[int], preset: Preset = PRESET, spec_name: str = "alanine-dipeptide"
-        ) -> dict:
-    spec = load_spec(spec_name)
+def run(aa_file: Path, out: Path, seeds: List[int], preset: Preset = PRESET) -> dict:
+    """Run the pipeline once per seed on ``aa_file`` (its embedded spec is the system) and pair the results."""
+    text = read_header(aa_file)["spec_yaml"]
+    if not text:
+        raise ValueError(f"aa_file {str(aa_file)!r} has no embedded system spec; make it with cgkd aa")
+    spec = spec_from_yaml_text(text)
+    spec.size(preset.size)
     out.mkdir(parents=True, exist_ok=True)
     per_seed: Dict[int, dict] = {}
     first = None

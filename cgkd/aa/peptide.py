@@ -157,11 +157,24 @@ def build_peptide(sequence: Sequence[str], forcefield: Sequence[str] = ("amber14
     for k in range(1, len(names) - 1):
         if "CB" in atoms_of[k]:
             _methyl(atoms_of[k], bb[k], "N", "CA", "CB", ("HB1", "HB2", "HB3"))
+    for k in range(1, len(names) - 1):
+        _place_beta_branch(names[k], bb[k])
     xyz = _fill_missing(top, atoms_of, bb)
     if minimize:
+        # first relax the roughly placed atoms around the ideal ones (held by restraints), then everything
+        placed = [atom.index for atoms, known in zip(atoms_of, bb) for name, atom in atoms.items() if name in known]
         system = ff.createSystem(top, nonbondedMethod=app.NoCutoff, constraints=None)
+        hold = openmm.CustomExternalForce("k*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
+        for name in ("k", "x0", "y0", "z0"):
+            (hold.addGlobalParameter if name == "k" else hold.addPerParticleParameter)(
+                *((name, 1e5) if name == "k" else (name,)))
+        for i in placed:
+            hold.addParticle(i, xyz[i].tolist())
+        system.addForce(hold)
         ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
         ctx.setPositions(xyz)
+        openmm.LocalEnergyMinimizer.minimize(ctx, 1.0, 2000)
+        ctx.setParameter("k", 0.0)
         openmm.LocalEnergyMinimizer.minimize(ctx, 1.0, 5000)
         xyz = ctx.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
     xyz = np.asarray(xyz, dtype=np.float64)
@@ -170,7 +183,48 @@ def build_peptide(sequence: Sequence[str], forcefield: Sequence[str] = ("amber14
         if "CB" in a and chirality(xyz[a["N"]], xyz[a["CA"]], xyz[a["C"]], xyz[a["CB"]]) * chirality(
                 bb[k]["N"], bb[k]["CA"], bb[k]["C"], bb[k]["CB"]) <= 0:
             raise RuntimeError(f"residue {k} ({names[k]}) lost its L chirality during minimisation")
+        if names[k] in BETA_BRANCHED and beta_configuration(names[k], xyz, a) != BETA_BRANCHED[names[k]][1]:
+            raise RuntimeError(f"residue {k} ({names[k]}) lost the configuration of its C-beta during minimisation")
     return top, xyz - xyz.mean(axis=0)
+
+
+#: Residues with a second stereocentre at C-beta: (first, second substituent by CIP priority order around CB,
+#: with CA placed by its own priority), and the configuration of CB in the L amino acid (Thr 2S,3R; Ile 2S,3S).
+#: Thr: OG1 > CA > CG2 > HB; Ile: CA > CG1 > CG2 > HB.
+BETA_BRANCHED = {"THR": (("OG1", "CA", "CG2"), "R", "OG1", "CG2"), "ILE": (("CA", "CG1", "CG2"), "S", "CG1", "CG2")}
+
+
+def _place_beta_branch(resname: str, r: dict) -> None:
+    """Put the two heavy substituents and HB of a Thr or Ile C-beta so that CB has the L configuration.
+
+    Both arrangements are built (the first substituent trans to N, the second at +-120 degrees) and the one
+    whose CIP handedness matches is kept: the sign of det[p1 - CB, p2 - CB, p3 - CB] over the three highest
+    priorities is compared with that of the S centre made by :func:`ideal_cbeta` (N > C > CB at CA).
+    """
+    if resname not in BETA_BRANCHED or "CB" not in r:
+        return
+    order, config, first, second = BETA_BRANCHED[resname]
+    s_ref = np.sign(chirality(r["N"], r["CA"], r["C"], ideal_cbeta(r["N"], r["CA"], r["C"])))  # an S centre
+    want = s_ref if config == "S" else -s_ref
+    for sign in (1.0, -1.0):
+        trial = dict(r)
+        trial[first] = nerf(r["N"], r["CA"], r["CB"], 0.153, 110.0, 180.0)
+        trial[second] = nerf(r["N"], r["CA"], r["CB"], 0.153, 110.0, 180.0 - sign * 120.0)
+        trial["HB"] = nerf(r["N"], r["CA"], r["CB"], BOND_CH, 109.5, 180.0 + sign * 120.0)
+        p1, p2, p3 = (trial[x] for x in order)
+        if np.sign(np.dot(p1 - trial["CB"], np.cross(p2 - trial["CB"], p3 - trial["CB"]))) == want:
+            r.update({x: trial[x] for x in (first, second, "HB")})
+            return
+    raise RuntimeError(f"could not place the C-beta branch of {resname}")  # pragma: no cover - one sign always fits
+
+
+def beta_configuration(resname: str, xyz: np.ndarray, atoms: dict) -> str:
+    """``"R"`` or ``"S"`` at C-beta of a Thr or Ile residue (``atoms``: name -> index into ``xyz``)."""
+    order, _, _, _ = BETA_BRANCHED[resname]
+    a = {k: xyz[atoms[k]] for k in ("N", "CA", "C", "CB", *order)}
+    s_ref = np.sign(chirality(a["N"], a["CA"], a["C"], ideal_cbeta(a["N"], a["CA"], a["C"])))
+    p1, p2, p3 = (a[x] - a["CB"] for x in order)
+    return "S" if np.sign(np.dot(p1, np.cross(p2, p3))) == s_ref else "R"
 
 
 def _fill_missing(top: app.Topology, atoms_of: list, bb: list) -> np.ndarray:
@@ -200,4 +254,5 @@ def _fill_missing(top: app.Topology, atoms_of: list, bb: list) -> np.ndarray:
     return xyz
 
 
-__all__ = ["backbone_positions", "build_peptide", "chirality", "ideal_cbeta", "nerf"]
+__all__ = ["BETA_BRANCHED", "backbone_positions", "beta_configuration", "build_peptide", "chirality", "ideal_cbeta",
+           "nerf"]

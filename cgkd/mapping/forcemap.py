@@ -19,6 +19,7 @@ called through :func:`fit_force_map`.
 
 from __future__ import annotations
 
+import warnings
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -31,6 +32,9 @@ from cgkd.registry import Registry
 from cgkd.topology import connected_pieces
 
 FORCE_MAPS: Registry = Registry("force_maps")
+#: The optimal map warns when a molecule type has fewer force samples (frames x molecules x 3) than this many
+#: per atom: with n free weights per row and fewer samples, the fit can cancel the sampled forces themselves.
+MIN_SAMPLES_PER_WEIGHT = 10
 
 
 class ForceMap:
@@ -282,6 +286,13 @@ class OptimalForceMap(ForceMap):
             beads0, local_c, lc = local_info[mols[0]]
             idx = np.stack([mapping.molecule_atoms[m] for m in mols])  # (G, n)
             f = forces[:, idx, :].astype(np.float64)  # (F, G, n, 3)
+            n_samples = f.shape[0] * f.shape[1] * 3
+            if n_samples < MIN_SAMPLES_PER_WEIGHT * f.shape[2]:
+                warnings.warn(
+                    f"the optimal force map of molecule type {key[0]!r} ({f.shape[2]} atoms, {f.shape[1]} molecule(s)) "
+                    f"is fitted on {f.shape[0]} frames ({n_samples} force samples, fewer than "
+                    f"{MIN_SAMPLES_PER_WEIGHT} per atom): it can cancel the forces of exactly these frames and "
+                    "understate the noise; use more frames, or the basic map", stacklevel=3)
             s = np.einsum("fgia,fgja->ij", f, f) / (f.shape[0] * f.shape[1] * 3)
             w = optimal_rows(s, local_c, lc, regularization, where=f"molecule type {key[0]!r}")  # (k, n)
             for m in mols:

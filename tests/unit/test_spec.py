@@ -38,7 +38,7 @@ def test_shipped_specs_are_package_data_found_from_anywhere(tmp_path, monkeypatc
     import cgkd
 
     assert SYSTEMS_DIR == Path(cgkd.__file__).parent / "systems"
-    assert shipped_systems() == ["alanine-dipeptide", "reline", "water"]
+    assert shipped_systems() == ["alanine-dipeptide", "chignolin", "reline", "water"]
     monkeypatch.chdir(tmp_path)  # by name, from a folder that is not the checkout
     for name in shipped_systems():
         spec = load_spec(name)

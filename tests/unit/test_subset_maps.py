@@ -266,3 +266,34 @@ def test_spec_residue_neither_mapped_nor_left_out_is_refused(solvated_alanine):
     assert Mapping.from_spec(d["top"], ok).n_beads == 1
     with pytest.raises(ValueError, match="weights need the atoms listed"):
         BeadSpec("X", "X", ["*"], weights=[1.0])
+
+
+def test_threonine_and_isoleucine_get_their_natural_beta_configuration():
+    from cgkd.aa.peptide import beta_configuration
+
+    top, pos = build_peptide(["THR", "ILE"])
+    got = {r.name: beta_configuration(r.name, pos, {a.name: a.index for a in r.atoms()})
+           for r in top.residues() if r.name in ("THR", "ILE")}
+    assert got == {"THR": "R", "ILE": "S"}  # L-threonine is (2S,3R), L-isoleucine (2S,3S)
+
+
+def test_chignolin_calpha_map_is_a_chain_of_ten_beads():
+    spec = load_spec("chignolin")
+    spec.check_templates()
+    pdb = app.PDBFile(str(spec.template_path(spec.molecules[0])))
+    m = Mapping.from_spec(pdb.topology, spec.mapping())
+    top = m.topology()
+    assert m.n_beads == 10 and [len(x) for x in (top.bonds, top.angles, top.dihedrals)] == [9, 8, 7]
+    assert m.type_names == ["TYR", "ASP", "PRO", "GLU", "THR", "GLY", "TRP"]
+    ca = [a.index for a in pdb.topology.atoms() if a.name == "CA"]
+    xyz = pdb.getPositions(asNumpy=True).value_in_unit(u.nanometer)[None]
+    np.testing.assert_allclose(m.map_positions(xyz), xyz[:, ca])
+    r = distances(m.map_positions(xyz), top.bonds)
+    assert np.all((r > 0.36) & (r < 0.40))  # consecutive C-alpha atoms of trans peptides: 3.8 A
+
+
+def test_optimal_map_warns_when_it_has_fewer_samples_than_weights(solvated_alanine):
+    d = solvated_alanine
+    m = backbone_mapping(d)
+    with pytest.warns(UserWarning, match="fewer than 10 per atom"):
+        fit_force_map("optimal", m, forces=d["forces"][:2], constraints=d["constraints"])

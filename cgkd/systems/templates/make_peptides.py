@@ -18,7 +18,7 @@ from cgkd.aa.peptide import build_peptide
 HERE = Path(__file__).resolve().parent
 
 #: output file -> residues between the ACE and NME caps
-PEPTIDES = {"ace-ala-nme.pdb": ["ALA"]}
+PEPTIDES = {"ace-ala-nme.pdb": ["ALA"], "ace-cln025-nme.pdb": "TYR TYR ASP PRO GLU THR GLY THR TRP TYR".split()}
 
 
 def main() -> None:
