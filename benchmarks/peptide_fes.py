@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List
 
-from benchmarks.common import save_result
+from benchmarks.common import RESULTS as RESULTS_DIR, save_result
 from benchmarks.learning_curve import mean_ci
 from cgkd.io.atomic import write_text
 from cgkd.io.config import to_dict
@@ -79,28 +79,58 @@ def run(aa_file: Path, out: Path, seeds: List[int], preset: Preset = PRESET) -> 
         metrics = json.loads((report.parent / "metrics.json").read_text())
         per_seed[seed] = {label: errs.get("FES phi-psi") for label, errs in metrics["errors"].items()}
         per_seed[seed]["basins"] = metrics.get("basins", {})
+    res = {"seeds": seeds, "preset": to_dict(preset), "aa": str(aa_file), "per_seed": per_seed,
+           **summarize(per_seed, seeds)}
+    res["all_frames"] = rescore(out, seeds)
+    return res
+
+
+def summarize(per_seed: Dict[int, dict], seeds: List[int]) -> dict:
+    """Mean and 95 % CI over seeds per model and metric, and paired differences against the control."""
     labels = [k for k in per_seed[seeds[0]] if k != "basins"]
     summary: Dict[str, dict] = {}
     for label in labels:
         summary[label] = {m: mean_ci([per_seed[s][label][m] for s in seeds if per_seed[s].get(label)]) for m in METRICS}
     paired: Dict[str, dict] = {}
-    for label in ("student", "ensemble", "member_00", "native"):
+    for label in ("student", "ensemble", "member_00", "native", "native_mscg"):
         if label in labels and "control" in labels:
             paired[f"{label} - control"] = {
                 m: mean_ci([per_seed[s][label][m] - per_seed[s]["control"][m] for s in seeds]) for m in METRICS}
-    return {"seeds": seeds, "preset": to_dict(preset), "aa": str(aa_file), "per_seed": per_seed,
-            "summary": summary, "paired": paired}
+    return {"summary": summary, "paired": paired}
+
+
+def rescore(out: Path, seeds: List[int]) -> dict:
+    """The same CG runs against every frame of the AA run (a reference with more basin visits than the held-out
+    blocks; the models trained on part of it)."""
+    from cgkd.analysis import CompareSettings, compare
+    from cgkd.data.cg_h5 import read_cg
+
+    per_seed: Dict[int, dict] = {}
+    for seed in seeds:
+        run_dir = out / f"seed_{seed}"
+        cg_path = json.loads((run_dir / "map" / "stage.json").read_text())["summary"]["path"]
+        runs = json.loads((run_dir / "cgmd" / "stage.json").read_text())["summary"]["runs"]
+        res = compare(read_cg(cg_path), {label: r["dir"] for label, r in runs.items()}, run_dir / "compare_all_frames",
+                      settings=CompareSettings(progress=False), reference_label="AA (all frames)")
+        per_seed[seed] = {label: errs.get("FES phi-psi") for label, errs in res["errors"].items()}
+        per_seed[seed]["basins"] = res.get("basins", {})
+    return {"per_seed": per_seed, **summarize(per_seed, seeds)}
 
 
 def markdown(res: dict) -> str:
-    lines = [f"Alanine dipeptide, phi/psi free-energy surface against the held-out AA frames; seeds {res['seeds']}.",
-             "", "| model | TAE | JSD | KL (nats) |", "|---|---|---|---|"]
-    for label, m in res["summary"].items():
-        lines.append(f"| {label} | " + " | ".join(f"{m[k][0]:.3f} ± {m[k][1]:.3f}" for k in METRICS) + " |")
-    lines += ["", "| paired difference | TAE | JSD | KL |", "|---|---|---|---|"]
-    for label, m in res["paired"].items():
-        lines.append(f"| {label} | " + " | ".join(f"{m[k][0]:+.3f} ± {m[k][1]:.3f}" for k in METRICS) + " |")
-    return "\n".join(lines) + "\n"
+    lines = []
+    for title, part in (("the held-out AA frames", res), ("all AA frames", res.get("all_frames"))):
+        if not part:
+            continue
+        lines += [f"Alanine dipeptide, phi/psi free-energy surface against {title}; seeds {res['seeds']}.", "",
+                  "| model | TAE | JSD | KL (nats) |", "|---|---|---|---|"]
+        for label, m in part["summary"].items():
+            lines.append(f"| {label} | " + " | ".join(f"{m[k][0]:.3f} ± {m[k][1]:.3f}" for k in METRICS) + " |")
+        lines += ["", "| paired difference | TAE | JSD | KL |", "|---|---|---|---|"]
+        for label, m in part["paired"].items():
+            lines.append(f"| {label} | " + " | ".join(f"{m[k][0]:+.3f} ± {m[k][1]:.3f}" for k in METRICS) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -109,8 +139,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="folder of the per-seed runs")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--size", default=PRESET.size, help="the AA file's size in the spec (default evidence)")
+    ap.add_argument("--rescore-only", action="store_true",
+                    help="only score finished runs against all AA frames (adds to the saved result)")
     args = ap.parse_args(argv)
-    res = run(args.aa, args.out, args.seeds, replace(PRESET, size=args.size))
+    if args.rescore_only:
+        res = {"seeds": args.seeds, "aa": str(args.aa), "all_frames": rescore(args.out, args.seeds)}
+        prev = RESULTS_DIR / f"peptide_fes_{args.size}.json"
+        if prev.is_file():
+            res = {**json.loads(prev.read_text()), **res}
+            res.pop("machine", None)
+    else:
+        res = run(args.aa, args.out, args.seeds, replace(PRESET, size=args.size))
     path = save_result(f"peptide_fes_{args.size}", res)
     write_text(path.with_suffix(".md"), markdown(res))
     print(markdown(res))

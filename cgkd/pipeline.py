@@ -209,7 +209,8 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
         write_text(folder / "sampling.json", json.dumps(sampling, indent=1))
         for line in format_report(sampling).splitlines():
             log(f"  AA sampling: {line}")
-        eff = sampling.get("n_eff_dihedrals") or sampling.get("n_eff_structure")
+        # a solute's clock first (its dihedrals, else its basin visits), then the liquid's structure
+        eff = sampling.get("n_eff_dihedrals") or sampling.get("basin_visits") or sampling.get("n_eff_structure")
         return {"path": str(out), "atoms": aa_data.n_atoms, "frames": n, "sampling": sampling,
                 "line": f"AA MD: {aa_data.n_atoms} atoms, {n} frames -> {out}; about "
                         f"{'n/a' if eff is None else f'{eff:.0f}'} independent configurations"}

@@ -238,9 +238,25 @@ def dihedral_sampling(series: dict, dt: float, min_effective: int = MIN_EFFECTIV
                                    f"{out['n_eff_dihedrals']:.0f} independent samples of the backbone (fewer than "
                                    f"{min_effective}); run longer")
     else:
-        out["warnings"].append(f"the dihedral {name} does not decorrelate within the run: the backbone's free-energy "
-                               "surface is sampled around one basin; run longer")
+        out["warnings"].append(
+            f"the autocorrelation time of the dihedral {name} cannot be resolved: the run is shorter than "
+            f"{RELIABLE_LENGTH:.0f} of its autocorrelation times; the basin visits below are the better count")
     return out
+
+
+def basin_visits(phi, psi, dt: float) -> dict:
+    """Backbone basin changes along one molecule's (phi, psi) series (degrees): a count of independent visits.
+
+    Returns ``basin_changes`` and ``basin_visits`` (changes + 1, a rough number of independent samples of the
+    basin populations when residence times exceed the frame spacing) and ``visits_per_ns``.
+    """
+    from cgkd.analysis.dihedrals import basin_of
+
+    b = basin_of(np.ravel(phi), np.ravel(psi))
+    changes = int(np.count_nonzero(np.diff(b)))
+    length_ns = (len(b) - 1) * dt / 1000.0
+    return {"basin_changes": changes, "basin_visits": changes + 1,
+            "visits_per_ns": (changes + 1) / length_ns if length_ns > 0 else None}
 
 
 def aa_sampling_report(aa, max_frames: Optional[int] = 5000, min_effective: int = MIN_EFFECTIVE_SAMPLES) -> dict:
@@ -261,10 +277,17 @@ def aa_sampling_report(aa, max_frames: Optional[int] = 5000, min_effective: int 
         m = resolve_mapping(aa)
         cg = Frames(m.map_positions(aa.positions[::stride], None if aa.box is None else aa.box[::stride]), None,
                     m.topology(), rep["dt_ps"])
-        dih = dihedral_sampling({k: dihedral_series(cg, q) for k, q in m.named_dihedrals.items()}, rep["dt_ps"],
-                                min_effective)
+        series = {k: dihedral_series(cg, q) for k, q in m.named_dihedrals.items()}
+        dih = dihedral_sampling(series, rep["dt_ps"], min_effective)
         rep["warnings"] = list(rep["warnings"]) + dih.pop("warnings")
         rep.update(dih)
+        if "phi" in series and "psi" in series and series["phi"].shape[1] == 1:
+            rep.update(basin_visits(series["phi"][:, 0], series["psi"][:, 0], rep["dt_ps"]))
+            if rep["basin_visits"] < min_effective:
+                rep["warnings"].append(
+                    f"the backbone changed basin {rep['basin_changes']} times: about {rep['basin_visits']} independent "
+                    f"basin visits, so basin populations carry errors of order 1/sqrt({rep['basin_visits']}); "
+                    "run longer for a converged free-energy surface")
     return rep
 
 
@@ -284,10 +307,12 @@ def format_report(rep: dict) -> str:
                      f"{rep['rms_displacement_nm']:.3f} nm (spacing {rep['spacing_nm']:.3f} nm)")
     if rep.get("slowest_dihedral") is not None:
         lines.append(f"dihedrals: slowest {rep['slowest_dihedral']}, tau {f(rep.get('tau_dihedrals_ps'), ' ps')}, "
-                     f"effective samples {f(rep.get('n_eff_dihedrals'))}")
+                     f"effective samples {f(rep.get('n_eff_dihedrals'))}"
+                     + (f"; {rep['basin_changes']} basin changes ({rep['basin_visits']} visits)"
+                        if rep.get("basin_changes") is not None else ""))
     lines += [f"warning: {w}" for w in rep["warnings"]]
     return "\n".join(lines)
 
 
-__all__ = ["aa_sampling_report", "dihedral_sampling", "format_report", "integrated_autocorrelation_time", "molecule_frames",
+__all__ = ["aa_sampling_report", "basin_visits", "dihedral_sampling", "format_report", "integrated_autocorrelation_time", "molecule_frames",
            "sampling_report", "self_intermediate_scattering", "MIN_EFFECTIVE_SAMPLES"]

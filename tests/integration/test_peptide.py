@@ -62,4 +62,5 @@ def test_peptide_fes_benchmark_shares_the_aa_run_across_seeds(tmp_path):
     s1, s2 = (res["per_seed"][s]["student"]["kl"] for s in (1, 2))
     assert s1 != s2  # the seed reaches training and CG MD
     assert set(res["summary"]) >= {"student", "ensemble", "member_00"}
-    assert "| student |" in markdown(res)
+    assert "| student |" in markdown(res) and "against all AA frames" in markdown(res)
+    assert set(res["all_frames"]["per_seed"][1]) >= {"student", "ensemble", "basins"}

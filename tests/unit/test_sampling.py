@@ -85,3 +85,13 @@ def test_dihedral_sampling_counts_independent_backbone_samples():
     rep = dihedral_sampling(slow, dt=0.5, min_effective=500)
     assert rep["slowest_dihedral"] == "psi"
     assert 10 < rep["tau_dihedrals_ps"] < 60 and rep["n_eff_dihedrals"] < 400 and rep["warnings"]
+
+
+def test_basin_visits_count_changes_of_basin():
+    from cgkd.analysis.sampling import basin_visits
+
+    phi = np.full(10, -60.0)
+    psi = np.array([-45.0] * 3 + [140.0] * 5 + [-45.0] * 2)
+    rep = basin_visits(phi, psi, dt=1.0)
+    assert rep["basin_changes"] == 2 and rep["basin_visits"] == 3
+    assert rep["visits_per_ns"] == 3 / (9 / 1000)
