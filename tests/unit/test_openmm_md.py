@@ -275,3 +275,17 @@ def test_an_interrupted_start_over_is_continued_and_bad_arguments_write_nothing(
     done = run_cg_md(artefact, data, tmp_path / "r", **{**kw, "steps": 60})
     assert done["steps"] == 60 and not staged.exists()
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 60
+
+
+def test_runaway_temperature_bar_allows_the_fluctuations_of_small_systems():
+    from scipy.stats import chi2
+
+    from cgkd.openmm.md import RUNAWAY_TEMPERATURE_FACTOR, runaway_temperature_factor
+
+    assert runaway_temperature_factor(12) == pytest.approx(5.61, abs=0.01)
+    assert runaway_temperature_factor(3000) == RUNAWAY_TEMPERATURE_FACTOR
+    # equilibrium kinetic temperatures of 12 degrees of freedom: the plain 3x bar is crossed by chance, the new never
+    rng = np.random.default_rng(0)
+    t_ratio = chi2.rvs(12, size=200_000, random_state=rng) / 12
+    assert np.mean(t_ratio > RUNAWAY_TEMPERATURE_FACTOR) > 1e-4
+    assert np.mean(t_ratio > runaway_temperature_factor(12)) == 0.0
