@@ -24,8 +24,9 @@ import numpy as np
 from cgkd.io.formats import parse_json
 
 FORMAT = "cgkd-topology"
-FORMAT_VERSION = 1
-KINDS = ("bonds", "angles", "dihedrals")
+#: 1: bonds only; 2: also "impropers" (chosen quadruples such as a chirality improper, not derived from bonds).
+FORMAT_VERSION = 2
+KINDS = ("bonds", "angles", "dihedrals", "impropers")
 
 
 def _neighbours(bonds: np.ndarray) -> Dict[int, set]:
@@ -111,6 +112,9 @@ class Topology:
         One per molecule; default ``"MOL"``.
     bonds : np.ndarray, shape=(n_bonds, 2), int, optional
         Bonded particle pairs inside a molecule; stored as sorted unique pairs with i < j.
+    impropers : np.ndarray, shape=(n_impropers, 4), int, optional
+        Chosen quadruples inside a molecule whose dihedral holds a shape the bonds do not: the
+        handedness at a branch (``N, C, CA, CB``: its sign tells L from D). Kept as given, not derived.
 
     The angles and dihedrals (:attr:`angles`, :attr:`dihedrals`) are derived from the bonds.
     Arrays are read-only; the object is hashable by identity only.
@@ -123,6 +127,7 @@ class Topology:
     molecules: Optional[np.ndarray] = None
     molecule_names: Tuple[str, ...] = ()
     bonds: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
+    impropers: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.int64))
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -164,6 +169,16 @@ class Topology:
                 k = int(np.argmax(mol[bonds[:, 0]] != mol[bonds[:, 1]]))
                 raise ValueError(f"bond {bonds[k].tolist()} joins two molecules; bonds must lie inside a molecule")
             bonds = np.unique(np.sort(bonds, axis=1), axis=0)
+        imp = np.asarray(self.impropers, dtype=np.int64).reshape(-1, 4)
+        if imp.size:
+            if imp.min() < 0 or imp.max() >= n:
+                raise ValueError(f"impropers must index particles 0..{n - 1}, got values {imp.min()}..{imp.max()}")
+            for q in imp:
+                if len(set(q.tolist())) != 4:
+                    raise ValueError(f"improper {q.tolist()} must name four different particles")
+                if len(set(mol[q].tolist())) != 1:
+                    raise ValueError(f"improper {q.tolist()} spans molecules; impropers must lie inside a molecule")
+        set_("impropers", _frozen(imp))
         set_("type_names", type_names)
         set_("types", _frozen(types))
         set_("masses", _frozen(masses))
@@ -198,7 +213,7 @@ class Topology:
         return _frozen(dihedrals_from_bonds(self.bonds))
 
     def terms(self, kind: str) -> np.ndarray:
-        """The particle tuples of one bonded kind: ``"bonds"``, ``"angles"`` or ``"dihedrals"``."""
+        """The particle tuples of one bonded kind: ``"bonds"``, ``"angles"``, ``"dihedrals"`` or ``"impropers"``."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         return getattr(self, kind)
@@ -240,7 +255,7 @@ class Topology:
     def with_type_names(self, type_names: Sequence[str], where: str = "the model") -> "Topology":
         """The same topology with types renumbered into ``type_names`` (which must hold every used type)."""
         return Topology(type_names, self.type_indices(type_names, where), self.masses, self.names, self.molecules,
-                        self.molecule_names, self.bonds)
+                        self.molecule_names, self.bonds, self.impropers)
 
     def same_as(self, other: "Topology") -> bool:
         """True when both describe the same particles, types, masses, molecules and bonds."""
@@ -250,6 +265,7 @@ class Topology:
             and self.molecule_names == other.molecule_names
             and np.array_equal(self.types, other.types) and np.allclose(self.masses, other.masses)
             and np.array_equal(self.molecules, other.molecules) and np.array_equal(self.bonds, other.bonds)
+            and np.array_equal(self.impropers, other.impropers)
         )
 
     # ------------------------------------------------------------------ conversions
@@ -265,6 +281,7 @@ class Topology:
             "molecules": self.molecules.tolist(),
             "molecule_names": list(self.molecule_names),
             "bonds": self.bonds.tolist(),
+            "impropers": self.impropers.tolist(),
         }
 
     def to_json(self) -> str:
@@ -272,7 +289,7 @@ class Topology:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "topology") -> "Topology":
-        """Inverse of :meth:`to_dict`; also reads the ``system.json`` written by cgkd 0.1 CG MD runs."""
+        """Inverse of :meth:`to_dict`; reads versions 1 and 2 and the ``system.json`` written by cgkd 0.1 CG MD runs."""
         from cgkd.io.formats import check_format
 
         if not isinstance(d, dict):
@@ -281,7 +298,8 @@ class Topology:
             return cls(d["type_names"], d["types"], d["masses"], d.get("bead_names", ()), d["bead_residue"],
                        d.get("residue_names", ()), d.get("bonds", []))
         check_format(d.get("format"), d.get("format_version"), FORMAT, FORMAT_VERSION, where)
-        return cls(d["type_names"], d["types"], d["masses"], d["names"], d["molecules"], d["molecule_names"], d["bonds"])
+        return cls(d["type_names"], d["types"], d["masses"], d["names"], d["molecules"], d["molecule_names"], d["bonds"],
+                   d.get("impropers", []))  # version 1 has no impropers
 
     @classmethod
     def from_json(cls, text: str, where: str = "topology") -> "Topology":

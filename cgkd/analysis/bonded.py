@@ -19,6 +19,7 @@ _VALUES = {
     "bonds": lambda x, t, box: geometry.distances(x, t, box),
     "angles": lambda x, t, box: np.degrees(geometry.angles(x, t, box)),
     "dihedrals": lambda x, t, box: np.degrees(geometry.dihedrals(x, t, box)),
+    "impropers": lambda x, t, box: np.degrees(geometry.dihedrals(x, t, box)),
 }
 
 
@@ -46,7 +47,7 @@ def bonded_values(frames: Frames) -> Dict[str, Dict[tuple, np.ndarray]]:
 
 
 #: Histogram ranges per kind; bonds up to ``bond_max`` nm.
-RANGES = {"angles": (0.0, 180.0), "dihedrals": (-180.0, 180.0)}
+RANGES = {"angles": (0.0, 180.0), "dihedrals": (-180.0, 180.0), "impropers": (-180.0, 180.0)}
 
 
 def bonded_distributions(frames: Frames, n_bins: int = 60, bond_max: float = 1.0

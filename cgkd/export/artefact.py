@@ -26,7 +26,8 @@ UNITS = {"length": "nm", "energy": "kJ/mol", "force": "kJ/mol/nm", "mass": "amu"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: Parameters of each bonded prior kind (see docs/design.md, "Priors").
-_PRIOR_KINDS = {"bonds": (2, ("r0", "k")), "angles": (3, ("theta0", "k")), "dihedrals": (4, ("terms",))}
+_PRIOR_KINDS = {"bonds": (2, ("r0", "k")), "angles": (3, ("theta0", "k")), "dihedrals": (4, ("terms",)),
+                "impropers": (4, ("terms",))}
 
 
 def _split_key(key: Any, n: int, where: str) -> List[str]:
@@ -84,7 +85,7 @@ def normalize_bonded_priors(priors: Optional[dict], type_names: Sequence[str]) -
             if missing:
                 raise ValueError(f"{where}: missing parameter(s) {missing}")
             clean: Dict[str, Any] = {"types": names}
-            if kind == "dihedrals":
+            if kind in ("dihedrals", "impropers"):
                 clean["terms"] = [
                     {"n": int(t["n"]), "k": float(t["k"]), "phase": float(t.get("phase", 0.0))} for t in entry["terms"]
                 ]

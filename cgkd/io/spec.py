@@ -130,11 +130,16 @@ class MappingSpec:
     # named collective dihedrals by bead names (one molecule), e.g. {phi: [C0, N1, CA, C1]}: analysed as
     # distributions and, for a pair named phi and psi, as a Ramachandran free-energy surface
     dihedrals: Dict[str, List[str]] = field(default_factory=dict)
+    # improper priors by bead names (one molecule), e.g. [[N1, C1, CA, CB]]: the handedness at CA
+    impropers: List[List[str]] = field(default_factory=list)
 
     def __post_init__(self):
         for name, beads in self.dihedrals.items():
             if len(beads) != 4:
                 raise ValueError(f"dihedrals.{name}: expected 4 bead names, got {beads}")
+        for k, beads in enumerate(self.impropers):
+            if len(beads) != 4:
+                raise ValueError(f"impropers[{k}]: expected 4 bead names, got {beads}")
 
 
 @dataclass(frozen=True)

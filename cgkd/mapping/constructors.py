@@ -139,6 +139,8 @@ def from_spec(cls, topology, mapping_spec, masses=None, name: str = "") -> "Mapp
         name=name or "spec", type_names=type_names, weights=weights,
     )
     m.named_dihedrals = named_quadruples(m, mapping_spec.dihedrals)
+    imps = named_quadruples(m, {f"impropers[{k}]": q for k, q in enumerate(mapping_spec.impropers)})
+    m.impropers = (np.concatenate(list(imps.values())) if imps else np.zeros((0, 4), dtype=np.int64))
     return m
 
 

@@ -71,6 +71,8 @@ class Mapping:
         are normalised to sum to 1. ``None`` (for the whole list or one bead) uses ``center``.
     named_dihedrals : dict of str -> array-like, shape=(n, 4), int, optional
         Collective dihedrals worth analysing by name (``phi``, ``psi``), as bead quadruples.
+    impropers : array-like, shape=(n, 4), int, optional
+        Bead quadruples for improper priors (the handedness at a branch bead); they go into the CG topology.
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class Mapping:
         type_names: Optional[Sequence[str]] = None,
         bead_weights: Optional[Sequence[Optional[Sequence[float]]]] = None,
         named_dihedrals: Optional[Dict[str, object]] = None,
+        impropers=None,
     ):
         if center not in CENTERS:
             raise ValueError(f"center must be one of {CENTERS}, got {center!r}")
@@ -129,6 +132,10 @@ class Mapping:
             if q.size and (q.min() < 0 or q.max() >= self.n_beads):
                 raise ValueError(f"named_dihedrals[{key!r}] must index beads 0..{self.n_beads - 1}, got {q.tolist()}")
             self.named_dihedrals[str(key)] = q
+        imp = np.asarray([] if impropers is None else impropers, dtype=np.int64).reshape(-1, 4)
+        if imp.size and (imp.min() < 0 or imp.max() >= self.n_beads):
+            raise ValueError(f"impropers must index beads 0..{self.n_beads - 1}, got {imp.tolist()}")
+        self.impropers = imp
         self._levels = None
         self._matrix = None
 
@@ -331,7 +338,7 @@ class Mapping:
         """
         kept, bead_molecule = np.unique(self.bead_molecule, return_inverse=True)
         return Topology(self.type_names, self.bead_types, self.bead_masses, self.bead_names, bead_molecule,
-                        [self.molecule_names[m] for m in kept], self.bonds)
+                        [self.molecule_names[m] for m in kept], self.bonds, self.impropers)
 
     # ------------------------------------------------------------------ save / load
     def to_dict(self) -> dict:
@@ -356,6 +363,7 @@ class Mapping:
             "atom_masses": self.atom_masses.tolist(),
             "atom_bonds": self.atom_bonds.tolist(),
             "named_dihedrals": {k: v.tolist() for k, v in self.named_dihedrals.items()},
+            "impropers": self.impropers.tolist(),
         }
 
     @classmethod
@@ -383,6 +391,7 @@ class Mapping:
             type_names=d["type_names"],
             bead_weights=[b.get("weights") for b in beads],
             named_dihedrals=d.get("named_dihedrals"),
+            impropers=d.get("impropers"),
         )
 
     def save(self, path) -> None:

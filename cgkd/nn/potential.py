@@ -164,8 +164,8 @@ class CGPotential(nn.Module):
 
     @torch.jit.unused
     def bonded_prior_spec(self) -> Dict[str, list]:
-        """Bonded priors for the export: ``{"bonds": [...], "angles": [...], "dihedrals": [...]}``."""
-        spec: Dict[str, list] = {"bonds": [], "angles": [], "dihedrals": []}
+        """Bonded priors for the export: ``{"bonds": [...], "angles": [...], "dihedrals": [...], "impropers": [...]}``."""
+        spec: Dict[str, list] = {"bonds": [], "angles": [], "dihedrals": [], "impropers": []}
         for prior in self.bonded_priors:
             for kind, entries in prior.bonded_prior_spec().items():
                 spec[kind].extend(entries)

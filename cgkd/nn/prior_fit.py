@@ -24,7 +24,7 @@ import torch
 from cgkd import geometry
 from cgkd.data.cg_h5 import CGData
 from cgkd.nn.neighbors import neighbor_list
-from cgkd.nn.priors import FourierDihedrals, HarmonicAngles, HarmonicBonds, PairRepulsion
+from cgkd.nn.priors import FourierDihedrals, FourierImpropers, HarmonicAngles, HarmonicBonds, PairRepulsion
 from cgkd.topology import canonical
 from cgkd.units import kbt
 
@@ -211,6 +211,28 @@ def fit_dihedrals(
     return FourierDihedrals(type_names, entries, dihedrals, pos.shape[1])
 
 
+def fit_impropers(positions, box, types, type_names: Sequence[str], impropers, temperature: float
+                  ) -> FourierImpropers:
+    """Improper prior per bead-type quadruple: one cosine with its minimum at the circular mean of the data and
+    curvature ``k_B T / variance`` (:func:`_narrow_dihedral`).
+
+    An improper such as ``N, C, CA, CB`` samples one sign only (L or D); the single cosine puts its maximum
+    near the mirror image, so the prior holds the handedness the data show.
+    """
+    pos, box, types = _check_inputs(positions, box, types)
+    impropers = np.asarray(impropers, dtype=np.int64).reshape(-1, 4)
+    kt = kbt(temperature)
+    entries = []
+    for key, idx in sorted(_group(impropers, types).items()):
+        names = [type_names[t] for t in key]
+        phi = geometry.dihedrals(pos, impropers[idx], box).ravel()
+        phi = phi[np.isfinite(phi)]
+        if phi.size < 10 * MIN_BIN_COUNT:
+            raise PriorFitError(f"improper prior {names}: only {phi.size} samples, need at least {10 * MIN_BIN_COUNT}")
+        entries.append({"types": names, "terms": [_narrow_dihedral(phi, kt, names)]})
+    return FourierImpropers(type_names, entries, impropers, pos.shape[1])
+
+
 def fit_pair_repulsion(
     positions,
     box,
@@ -309,7 +331,7 @@ def bonded_exclusions(topology) -> np.ndarray:
 
 def fit_priors(
     data: CGData,
-    kinds: Sequence[str] = ("pair_repulsion", "bonds", "angles", "dihedrals"),
+    kinds: Sequence[str] = ("pair_repulsion", "bonds", "angles", "dihedrals", "impropers"),
     r_max: float = 1.0,
     n_dihedral_terms: int = N_DIHEDRAL_TERMS,
     exclude_bonded: bool = True,
@@ -321,7 +343,7 @@ def fit_priors(
     the pair-repulsion wall leaves out 1-2 and 1-3 neighbours (bonds and the ends of angles), as
     molecular force fields do; their distances are the bonded priors' business.
     """
-    allowed = ("pair_repulsion", "bonds", "angles", "dihedrals")
+    allowed = ("pair_repulsion", "bonds", "angles", "dihedrals", "impropers")
     bad = [k for k in kinds if k not in allowed]
     if bad:
         raise ValueError(f"kinds: unknown prior kind(s) {bad}; allowed are {list(allowed)}")
@@ -337,4 +359,6 @@ def fit_priors(
         out.append(fit_angles(*args, top.angles, data.temperature))
     if "dihedrals" in kinds and len(top.dihedrals):
         out.append(fit_dihedrals(*args, top.dihedrals, data.temperature, n_terms=n_dihedral_terms))
+    if "impropers" in kinds and len(top.impropers):
+        out.append(fit_impropers(*args, top.impropers, data.temperature))
     return out

@@ -349,3 +349,13 @@ class FourierDihedrals(_TupleTable):
         arg = phi.unsqueeze(-1) * self.periodicity.to(phi.dtype) - self.phase[flat].to(phi.dtype)
         e = (k * (1.0 + torch.cos(arg))).sum(-1)
         return torch.zeros(n_graphs, dtype=positions.dtype, device=positions.device).index_add(0, graph, e)
+
+
+@PRIORS.register("impropers")
+class FourierImpropers(FourierDihedrals):
+    """The :class:`FourierDihedrals` form on the topology's ``impropers`` (chosen quadruples, e.g. the
+    handedness at C-alpha); its own kind, so it is fitted, exported and analysed apart from the proper dihedrals."""
+
+    kind = "impropers"
+    arity = 4
+

@@ -10,7 +10,8 @@ derived from them there); the parameters per bead-type tuple from the artefact's
 - dihedrals: ``PeriodicTorsionForce``, ``E = sum_n k_n (1 + cos(n phi - phase_n))`` (k kJ/mol,
   phase rad, IUPAC sign of phi), one torsion per Fourier term. The IUPAC dihedral of a quadruple
   and of its reverse are equal, so the orientation :class:`~cgkd.topology.Topology` stores does
-  not matter.
+  not matter;
+- impropers: the same form on the topology's chosen quadruples, a force of its own (group 4).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ BONDED_FORCES = (
                 lambda e: [(e["theta0"], e["k"])]),
     BondedForce("dihedrals", openmm.PeriodicTorsionForce, "addTorsion", "cgkd dihedral prior", 3,
                 lambda e: [(int(t["n"]), t["phase"], t["k"]) for t in e["terms"]]),
+    BondedForce("impropers", openmm.PeriodicTorsionForce, "addTorsion", "cgkd improper prior", 4,
+                lambda e: [(int(t["n"]), t["phase"], t["k"]) for t in e["terms"]]),
 )
 
 
@@ -63,12 +66,12 @@ def add_bonded_priors(system: openmm.System, topology: Topology, metadata: dict,
     periodic : bool
         Bonded vectors use the minimum image of the periodic box.
     force_group : int, optional
-        Force group of every bonded force; default 1 bonds, 2 angles, 3 dihedrals.
+        Force group of every bonded force; default 1 bonds, 2 angles, 3 dihedrals, 4 impropers.
 
     Returns
     -------
     dict
-        ``{"bonds": n, "angles": n, "dihedrals": n}``: the number of terms of each kind added
+        ``{"bonds": n, "angles": n, "dihedrals": n, "impropers": n}``: the number of terms of each kind added
         (a dihedral with several Fourier terms counts once).
     """
     if not isinstance(topology, Topology):

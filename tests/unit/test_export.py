@@ -168,7 +168,7 @@ def test_files_that_are_not_artefacts_are_refused(tmp_path):
         (dict(dtype="half"), "dtype"),
         (dict(provenance={"x": object()}), "JSON"),
         (dict(bonded_priors={"bonds": [{"types": ["A", "C"], "r0": 0.3, "k": 1.0}]}), "not bead types"),
-        (dict(bonded_priors={"impropers": []}), "unknown kind"),
+        (dict(bonded_priors={"urey_bradley": []}), "unknown kind"),
         (dict(bonded_priors={"angles": [{"types": ["A", "B", "A"], "k": 1.0}]}), "missing parameter"),
     ],
 )

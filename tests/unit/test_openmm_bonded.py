@@ -8,7 +8,7 @@ import openmm.unit as u
 import pytest
 import torch
 
-from cgkd.nn.priors import FourierDihedrals, HarmonicAngles, HarmonicBonds
+from cgkd.nn.priors import FourierDihedrals, FourierImpropers, HarmonicAngles, HarmonicBonds
 from cgkd.openmm.bonded import BONDED_FORCES, add_bonded_priors
 from cgkd.topology import Topology
 
@@ -22,6 +22,9 @@ ANGLES = [{"types": ["A", "B", "A"], "theta0": 2.0, "k": 50.0}, {"types": ["B", 
 DIHEDRALS = [{"types": ["B", "A", "B", "A"], "terms": [{"n": 1, "k": 3.0, "phase": 0.7},
                                                        {"n": 2, "k": 1.5, "phase": -1.1}]},
              {"types": ["B", "A", "A", "B"], "terms": [{"n": 1, "k": 2.5, "phase": 0.7}]}]
+# impropers: chosen quadruples that are no bonded path (0-2-1-3 and 4-6-5-7)
+IMPROPERS = [{"types": ["A", "A", "B", "B"], "terms": [{"n": 1, "k": 40.0, "phase": 0.4}]},
+             {"types": ["B", "A", "A", "B"], "terms": [{"n": 1, "k": 25.0, "phase": -2.0}]}]
 
 
 def _topology():
@@ -29,7 +32,7 @@ def _topology():
     types = [0, 1, 0, 1, 1, 0, 0, 1]
     bonds = [(0, 1), (1, 2), (2, 3), (4, 5), (5, 6), (6, 7)]
     return Topology(TYPES, types, [40.0, 60.0, 40.0, 60.0, 60.0, 40.0, 40.0, 60.0], molecules=[0] * 4 + [1] * 4,
-                    bonds=bonds)
+                    bonds=bonds, impropers=[(0, 2, 1, 3), (4, 6, 5, 7)])
 
 
 def _chains(seed=3):
@@ -66,7 +69,8 @@ def _priors(top):
     n = top.n_particles
     with _float64():
         return [HarmonicBonds(TYPES, BONDS, top.bonds, n), HarmonicAngles(TYPES, ANGLES, top.angles, n),
-                FourierDihedrals(TYPES, DIHEDRALS, top.dihedrals, n)]
+                FourierDihedrals(TYPES, DIHEDRALS, top.dihedrals, n),
+                FourierImpropers(TYPES, IMPROPERS, top.impropers, n)]
 
 
 def _metadata(priors):
@@ -110,7 +114,7 @@ def test_native_forces_match_torch_priors(periodic):
     if periodic:
         assert not np.allclose(pos[4:], _chains()[4:])  # the second chain is split
     system, counts = _system(top, _metadata(priors), periodic)
-    assert counts == {"bonds": 6, "angles": 4, "dihedrals": 2}
+    assert counts == {"bonds": 6, "angles": 4, "dihedrals": 2, "impropers": 2}
     box = BOX if periodic else np.zeros((3, 3))
     for spec, prior in zip(BONDED_FORCES, priors):
         e_ref, f_ref = _torch(prior, pos, top, box)
@@ -139,7 +143,7 @@ def test_groups_names_and_missing_parameters():
     # only the A-B bond and the A-B-A angle have parameters; no dihedrals in the artefact
     metadata = {"type_names": TYPES, "bonded_priors": {"bonds": BONDS[:1], "angles": ANGLES[:1], "dihedrals": []}}
     system, counts = _system(top, metadata, True)
-    assert counts == {"bonds": 5, "angles": 1, "dihedrals": 0}
+    assert counts == {"bonds": 5, "angles": 1, "dihedrals": 0, "impropers": 0}
     forces = [system.getForce(i) for i in range(system.getNumForces())]
     assert [(type(f).__name__, f.getName(), f.getForceGroup()) for f in forces] == [
         ("HarmonicBondForce", "cgkd bond prior", 1), ("HarmonicAngleForce", "cgkd angle prior", 2)]
@@ -147,7 +151,7 @@ def test_groups_names_and_missing_parameters():
     system, _ = _system(top, metadata, False, force_group=7)
     assert {system.getForce(i).getForceGroup() for i in range(system.getNumForces())} == {7}
     system, counts = _system(top, {"type_names": TYPES}, True)
-    assert system.getNumForces() == 0 and counts == {"bonds": 0, "angles": 0, "dihedrals": 0}
+    assert system.getNumForces() == 0 and counts == {"bonds": 0, "angles": 0, "dihedrals": 0, "impropers": 0}
 
 
 def test_bad_arguments():

@@ -297,3 +297,31 @@ def test_optimal_map_warns_when_it_has_fewer_samples_than_weights(solvated_alani
     m = backbone_mapping(d)
     with pytest.warns(UserWarning, match="fewer than 10 per atom"):
         fit_force_map("optimal", m, forces=d["forces"][:2], constraints=d["constraints"])
+
+
+def test_chiral_map_gets_an_improper_prior_that_holds_the_handedness(solvated_alanine):
+    from cgkd.data.cg_h5 import CGData
+    from cgkd.nn.prior_fit import fit_priors
+    from cgkd.nn.priors import FourierImpropers
+    import torch
+
+    d = solvated_alanine
+    m = backbone_mapping(d, "backbone_cb")
+    top = m.topology()
+    names = list(top.names)
+    assert top.impropers.tolist() == [[names.index(b) for b in ("N1", "C1", "CA", "CB")]]
+    pos = m.map_positions(d["pos"], d["box"])
+    # more frames for the fit: the 12 MD frames with small random displacements
+    rng = np.random.default_rng(0)
+    many = np.concatenate([pos + rng.normal(0, 0.003, pos.shape) for _ in range(10)])
+    data = CGData(positions=many.astype(np.float32), forces=np.zeros_like(many, dtype=np.float32), box=None,
+                  topology=top, temperature=300.0)
+    imp = next(p for p in fit_priors(data, kinds=("impropers",)) if isinstance(p, FourierImpropers))
+    x = torch.tensor(many[0], dtype=torch.float64)
+    mirrored = x * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)  # the D form
+    batch = torch.zeros(len(x), dtype=torch.int64)
+    imp = imp.double()
+    e_l = float(imp(x, torch.tensor(top.types), torch.zeros(1, 3, 3, dtype=torch.float64), batch, 1))
+    e_d = float(imp(mirrored, torch.tensor(top.types), torch.zeros(1, 3, 3, dtype=torch.float64), batch, 1))
+    kt = 2.494  # kJ/mol at 300 K
+    assert e_l < 2 * kt and e_d > 20 * kt

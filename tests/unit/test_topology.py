@@ -106,3 +106,22 @@ def test_reads_the_system_json_of_cgkd_0_1(tmp_path):
     top = Topology.from_dict(old)
     assert top.n_particles == len(old["types"]) and list(top.type_names) == old["type_names"]
     assert top.molecules.tolist() == old["bead_residue"]
+
+
+def test_impropers_round_trip_and_version_1_files_load():
+    from cgkd.topology import Topology
+
+    top = Topology(["A", "B"], [0, 1, 0, 1], [12.0, 14.0, 12.0, 12.0], molecules=[0, 0, 0, 0],
+                   bonds=[(0, 1), (1, 2), (1, 3)], impropers=[(0, 2, 1, 3)])
+    back = Topology.from_json(top.to_json())
+    assert back.same_as(top) and back.impropers.tolist() == [[0, 2, 1, 3]] and back.terms("impropers").shape == (1, 4)
+    v1 = top.to_dict() | {"format_version": 1}
+    v1.pop("impropers")
+    old = Topology.from_dict(v1)
+    assert old.impropers.shape == (0, 4) and not old.same_as(top)
+    import pytest
+
+    with pytest.raises(ValueError, match="spans molecules"):
+        Topology(["A"], [0, 0, 0, 0], [1.0] * 4, molecules=[0, 0, 1, 1], impropers=[(0, 1, 2, 3)])
+    with pytest.raises(ValueError, match="four different"):
+        Topology(["A"], [0, 0, 0, 0], [1.0] * 4, molecules=[0, 0, 0, 0], impropers=[(0, 1, 1, 3)])
