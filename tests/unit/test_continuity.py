@@ -76,6 +76,13 @@ def test_mapping_v2_loads_and_maps_like_a_fresh_mapping():
     np.testing.assert_allclose(old.map_positions(aa.positions, aa.box), fresh.map_positions(aa.positions, aa.box))
 
 
+def test_cg_v2_with_a_version_1_topology_loads_without_impropers():
+    old = read_cg(V1.parent / "v2" / "cg_bonded.h5")
+    first = read_cg(V1 / "cg_bonded.h5")
+    assert old.topology.impropers.shape == (0, 4) and old.topology.same_as(first.topology)
+    np.testing.assert_array_equal(old.positions, first.positions)
+
+
 def test_model_artefact_and_checkpoint_v1():
     model = load_potential(V1 / "model.pt")
     module, meta = load_potential_artefact(V1 / "artefact.pt")
