@@ -356,7 +356,11 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
         split = read_split(s_t["dir"])
         held_out = np.asarray(split["val"] + split["test"], dtype=np.int64)
         reference = read_cg(cg_path).subset(held_out)
-        res = compare(reference, {label: r["dir"] for label, r in s_md["runs"].items()}, folder,
+        runs = {label: r["dir"] for label, r in s_md["runs"].items()
+                if any(rep.get("steps_done", 0) >= p.cg_report_interval for rep in r["summary"]["replicas"])}
+        for label in sorted(set(s_md["runs"]) - set(runs)):
+            log(f"  compare: {label} left out (every replica failed before its first frame)")
+        res = compare(reference, runs, folder,
                       reference_label=f"AA (mapped, {len(held_out)} held-out frames)",
                       dynamics_reference=read_cg(cg_path))
         rows = []

@@ -90,7 +90,11 @@ def _from_run_dir(path: Path) -> List[Frames]:
     summary = read_json(path / "summary.json", "CG MD summary")
     dt = summary.get("timestep_ps", 0) * summary.get("report_interval", 0) or None
     out = []
+    frames_of = {int(r["replica"]): int(r.get("steps_done", 1)) // max(int(summary.get("report_interval", 1)), 1)
+                 for r in summary.get("replicas", []) if "replica" in r}
     for dcd in sorted(path.glob("replica_*.dcd"), key=lambda p: int(p.stem.split("_")[1])):
+        if frames_of.get(int(dcd.stem.split("_")[1]), 1) == 0:
+            continue  # failed before its first frame: the DCD holds a header only
         traj = mdtraj.load_dcd(str(dcd), top=str(path / "topology.pdb"))
         if traj.n_frames == 0:
             continue
