@@ -39,14 +39,17 @@ METRICS = ("tae", "jsd", "kl")
 def adopt_aa(run_dir: Path, aa_file: Path, spec, preset: Preset) -> None:
     """Let ``run_dir``'s aa stage resume the finished AA file ``aa_file`` instead of running MD again."""
     folder = run_dir / "aa"
-    if (folder / "stage.json").is_file():
-        return
+    key = Run(spec, preset, run_dir, log=lambda line: None).key(
+        "aa", [], {"spec": to_dict(spec) | {"source": ""}, "size": preset.size, "steps": preset.aa_production_steps})
+    marker = folder / "stage.json"
+    if marker.is_file():
+        if json.loads(marker.read_text()).get("key") == key:
+            return
+        marker.unlink()  # made by an older cgkd whose spec had fewer fields: resume the same file again
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "aa.h5"
     if not target.exists():
         target.symlink_to(aa_file.resolve())
-    key = Run(spec, preset, run_dir, log=lambda line: None).key(
-        "aa", [], {"spec": to_dict(spec) | {"source": ""}, "size": preset.size, "steps": preset.aa_production_steps})
     write_text(folder / "stage.key", key)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
+import yaml
 import openmm
 import openmm.unit as u
 
@@ -24,7 +25,7 @@ from cgkd.progress import note, progress as progress_bar
 from cgkd.aa.build import AASystem, build, choose_platform, make_context, make_integrator
 from cgkd.io.aa_h5 import AAWriter, create_aa, read_blob, read_header
 from cgkd.io.atomic import atomic_path
-from cgkd.io.spec import SystemSpec, load_spec
+from cgkd.io.spec import SystemSpec, load_spec, spec_from_yaml_text
 
 #: Steps per barostat attempt.
 BAROSTAT_FREQUENCY = 25
@@ -128,11 +129,21 @@ def _restore(ctx: openmm.Context, checkpoint: bytes, state_xml: bytes) -> None:
         ctx.setState(openmm.XmlSerializer.deserialize(state_xml.decode()))
 
 
+def _same_spec(stored_yaml: str, spec: SystemSpec) -> bool:
+    """Whether the spec embedded in a file describes ``spec``: compared as parsed values, so that a file written
+    before a spec field with a default was added still resumes."""
+    try:
+        old = spec_from_yaml_text(stored_yaml)
+    except ValueError:
+        return False
+    return yaml.safe_load(old.to_yaml()) == yaml.safe_load(spec.to_yaml())
+
+
 def _check_existing(out: Path, spec: SystemSpec, size: str, interval: int) -> None:
     header = read_header(out)
     attrs, stored = header["attrs"], header["spec_yaml"] or ""
     problems = []
-    if stored != spec.to_yaml():
+    if stored != spec.to_yaml() and not _same_spec(stored, spec):
         problems.append("its embedded spec differs from the requested one")
     if attrs.get("size") != size:
         problems.append(f"it was made for size {attrs.get('size')!r}, not {size!r}")

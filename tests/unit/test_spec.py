@@ -160,3 +160,21 @@ def test_unknown_size_mapping_and_spec_name():
 def test_protocol_defaults_round_trip():
     p = ProtocolSpec(units=3)
     assert from_dict(ProtocolSpec, to_dict(p)) == p
+
+
+def test_an_embedded_spec_without_newer_default_fields_still_matches():
+    import yaml as _yaml
+    from dataclasses import replace
+
+    from cgkd.aa.simulate import _same_spec
+
+    spec = load_spec("water")
+    d = _yaml.safe_load(spec.to_yaml())
+    for m in d["mappings"].values():  # as written before mappings had these fields
+        for key in ("unmapped", "dihedrals", "impropers"):
+            m.pop(key)
+    for key in ("solvent", "presets"):
+        d.pop(key)
+    old_text = _yaml.safe_dump(d, sort_keys=False)
+    assert old_text != spec.to_yaml() and _same_spec(old_text, spec)
+    assert not _same_spec(old_text, replace(spec, temperature=310.0))
