@@ -18,7 +18,7 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from benchmarks.common import RESULTS as RESULTS_DIR, save_result
 from benchmarks.learning_curve import mean_ci
@@ -103,19 +103,23 @@ def summarize(per_seed: Dict[int, dict], seeds: List[int]) -> dict:
     return {"summary": summary, "paired": paired}
 
 
-def rescore(out: Path, seeds: List[int]) -> dict:
+def rescore(out: Path, seeds: List[int], reference: Optional[Path] = None, name: str = "compare_all_frames") -> dict:
     """The same CG runs against every frame of the AA run (a reference with more basin visits than the held-out
-    blocks; the models trained on part of it)."""
+    blocks; the models trained on part of it), or against ``reference``: a mapped CG dataset of an independent AA
+    run (same map)."""
     from cgkd.analysis import CompareSettings, compare
     from cgkd.data.cg_h5 import read_cg
 
     per_seed: Dict[int, dict] = {}
     for seed in seeds:
         run_dir = out / f"seed_{seed}"
-        cg_path = json.loads((run_dir / "map" / "stage.json").read_text())["summary"]["path"]
+        cg_path = reference or json.loads((run_dir / "map" / "stage.json").read_text())["summary"]["path"]
         runs = json.loads((run_dir / "cgmd" / "stage.json").read_text())["summary"]["runs"]
-        res = compare(read_cg(cg_path), {label: r["dir"] for label, r in runs.items()}, run_dir / "compare_all_frames",
-                      settings=CompareSettings(progress=False), reference_label="AA (all frames)")
+        runs = {label: r for label, r in runs.items()
+                if any(rep.get("steps_done", 0) >= r["summary"]["report_interval"] for rep in r["summary"]["replicas"])}
+        res = compare(read_cg(cg_path), {label: r["dir"] for label, r in runs.items()}, run_dir / name,
+                      settings=CompareSettings(progress=False),
+                      reference_label="AA (independent run)" if reference else "AA (all frames)")
         per_seed[seed] = {label: errs.get("FES phi-psi") for label, errs in res["errors"].items()}
         per_seed[seed]["basins"] = res.get("basins", {})
     return {"per_seed": per_seed, **summarize(per_seed, seeds)}
@@ -123,8 +127,9 @@ def rescore(out: Path, seeds: List[int]) -> dict:
 
 def markdown(res: dict) -> str:
     lines = []
-    for title, part in (("the held-out AA frames", res), ("all AA frames", res.get("all_frames"))):
-        if not part:
+    for title, part in (("the held-out AA frames", res), ("all AA frames", res.get("all_frames")),
+                        ("an independent AA run", res.get("independent"))):
+        if not part or "summary" not in part:
             continue
         lines += [f"Alanine dipeptide, phi/psi free-energy surface against {title}; seeds {res['seeds']}.", "",
                   "| model | TAE | JSD | KL (nats) |", "|---|---|---|---|"]
@@ -145,8 +150,16 @@ def main(argv=None) -> int:
     ap.add_argument("--size", default=PRESET.size, help="the AA file's size in the spec (default evidence)")
     ap.add_argument("--rescore-only", action="store_true",
                     help="only score finished runs against all AA frames (adds to the saved result)")
+    ap.add_argument("--reference", type=Path, default=None,
+                    help="also score finished runs against this mapped CG dataset of an independent AA run")
     args = ap.parse_args(argv)
-    if args.rescore_only:
+    if args.reference is not None:
+        prev = RESULTS_DIR / f"peptide_fes_{args.size}.json"
+        res = json.loads(prev.read_text()) if prev.is_file() else {"seeds": args.seeds, "aa": str(args.aa)}
+        res.pop("machine", None)
+        res["independent"] = rescore(args.out, args.seeds, reference=args.reference, name="compare_independent")
+        res["independent"]["reference"] = str(args.reference)
+    elif args.rescore_only:
         res = {"seeds": args.seeds, "aa": str(args.aa), "all_frames": rescore(args.out, args.seeds)}
         prev = RESULTS_DIR / f"peptide_fes_{args.size}.json"
         if prev.is_file():
