@@ -181,6 +181,17 @@ def _fourier_dihedral(x: np.ndarray, counts: np.ndarray, kt: float, n_terms: int
     return terms
 
 
+def _torsion_samples(pos, box, types, type_names, quads: np.ndarray, term: str):
+    """(type names, finite torsion angles in rad) per bead-type quadruple; too few samples raise PriorFitError."""
+    for key, idx in sorted(_group(quads, types).items()):
+        names = [type_names[t] for t in key]
+        phi = geometry.dihedrals(pos, quads[idx], box).ravel()
+        phi = phi[np.isfinite(phi)]
+        if phi.size < 10 * MIN_BIN_COUNT:
+            raise PriorFitError(f"{term} prior {names}: only {phi.size} samples, need at least {10 * MIN_BIN_COUNT}")
+        yield names, phi
+
+
 def fit_dihedrals(
     positions,
     box,
@@ -204,12 +215,7 @@ def fit_dihedrals(
     dihedrals = np.asarray(dihedrals, dtype=np.int64).reshape(-1, 4)
     kt = kbt(temperature)
     entries = []
-    for key, idx in sorted(_group(dihedrals, types).items()):
-        names = [type_names[t] for t in key]
-        phi = geometry.dihedrals(pos, dihedrals[idx], box).ravel()
-        phi = phi[np.isfinite(phi)]
-        if phi.size < 10 * MIN_BIN_COUNT:
-            raise PriorFitError(f"dihedral prior {names}: only {phi.size} samples, need at least {10 * MIN_BIN_COUNT}")
+    for names, phi in _torsion_samples(pos, box, types, type_names, dihedrals, "dihedral"):
         counts, edges = np.histogram(phi, bins=n_bins, range=(-math.pi, math.pi))
         centres = 0.5 * (edges[1:] + edges[:-1])
         ok = counts >= MIN_BIN_COUNT
@@ -233,12 +239,7 @@ def fit_impropers(positions, box, types, type_names: Sequence[str], impropers, t
     impropers = np.asarray(impropers, dtype=np.int64).reshape(-1, 4)
     kt = kbt(temperature)
     entries = []
-    for key, idx in sorted(_group(impropers, types).items()):
-        names = [type_names[t] for t in key]
-        phi = geometry.dihedrals(pos, impropers[idx], box).ravel()
-        phi = phi[np.isfinite(phi)]
-        if phi.size < 10 * MIN_BIN_COUNT:
-            raise PriorFitError(f"improper prior {names}: only {phi.size} samples, need at least {10 * MIN_BIN_COUNT}")
+    for names, phi in _torsion_samples(pos, box, types, type_names, impropers, "improper"):
         entries.append({"types": names, "terms": [_narrow_dihedral(phi, kt, names)]})
     return FourierImpropers(type_names, entries, impropers, pos.shape[1])
 
