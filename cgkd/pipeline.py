@@ -357,7 +357,7 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
         held_out = np.asarray(split["val"] + split["test"], dtype=np.int64)
         reference = read_cg(cg_path).subset(held_out)
         runs = {label: r["dir"] for label, r in s_md["runs"].items()
-                if any(rep.get("steps_done", 0) >= p.cg_report_interval for rep in r["summary"]["replicas"])}
+                if any(rep.get("steps_done", 0) >= r["summary"]["report_interval"] for rep in r["summary"]["replicas"])}
         for label in sorted(set(s_md["runs"]) - set(runs)):
             log(f"  compare: {label} left out (every replica failed before its first frame)")
         res = compare(reference, runs, folder,
