@@ -56,8 +56,9 @@ class CompareSettings:
         object.__setattr__(self, "fit_window", (float(window[0]), float(window[1])))
 
 
-def _named_dihedral_properties(segments, s: CompareSettings, named: dict) -> dict:
-    """1-D distributions of the named dihedrals, the Ramachandran surface and the basin dynamics."""
+def _named_dihedral_properties(segments, s: CompareSettings, named: dict, dynamics=None) -> dict:
+    """1-D distributions of the named dihedrals, the Ramachandran surface and the basin dynamics (of
+    ``dynamics`` when given: a continuous trajectory of the same system, else of ``segments``)."""
     out: Dict[str, object] = {"named": {}, "fes": None, "basins": None}
     if not named:
         return out
@@ -71,7 +72,7 @@ def _named_dihedral_properties(segments, s: CompareSettings, named: dict) -> dic
     pair = dihedral_analysis.phi_psi_names(named)
     if pair is not None:
         out["fes"] = dihedral_analysis.ramachandran(series[pair[0]], series[pair[1]], s.fes_bins)
-        segs = [seg.subsample(s.fes_max_frames) for seg in segments]
+        segs = [seg.subsample(s.fes_max_frames) for seg in (segments if dynamics is None else dynamics)]
         out["basins"] = dihedral_analysis.basin_dynamics(segs, named[pair[0]], named[pair[1]])
     return out
 
@@ -96,11 +97,7 @@ def _properties(segments, s: CompareSettings, r_max: float, adf_cutoff: float, n
     for kind, groups in bonded.bonded_distributions(frames, s.bonded_bins).items():
         for k, xy in groups.items():
             out["bonded"][f"{kind[:-1]} " + "-".join(names[t] for t in k)] = xy
-    out.update(_named_dihedral_properties(segments, s, named or {}))
-    if dynamics is not None and out["basins"] is not None and named:
-        pair = dihedral_analysis.phi_psi_names(named)
-        out["basins"] = dihedral_analysis.basin_dynamics(
-            [seg.subsample(s.fes_max_frames) for seg in dynamics], named[pair[0]], named[pair[1]])
+    out.update(_named_dihedral_properties(segments, s, named or {}, dynamics))
     out["density"] = float(np.mean(transport.density(frames))) if liquid else None
     out["diffusion"] = {}
     for t in range(n_types if liquid else 0):
