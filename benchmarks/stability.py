@@ -54,7 +54,10 @@ def perturbed(data, sigma_nm: float, seed: int):
 def run(cg_path: Path, models: Dict[str, str], out: Path, *, length_ps: float = 100.0, replicas: int = 8,
         protocols: Sequence[str] = PROTOCOLS, hot_factor: float = 1.2, step_factor: float = 1.5,
         perturb_nm: float = 0.02, report_ps: float = 1.0, seed: int = 0, platform: Optional[str] = None,
-        name: Optional[str] = None, plot_path: Optional[Path] = None) -> dict:
+        name: Optional[str] = None, plot_path: Optional[Path] = None,
+        timesteps: Optional[Dict[str, float]] = None) -> dict:
+    """Run every model under every protocol; ``timesteps`` ({"neural": ps, "native": ps}) overrides the
+    model kinds' default time steps (``cgkd.openmm.md.DEFAULT_TIMESTEP``)."""
     from cgkd.data.cg_h5 import read_cg
     from cgkd.nn.native import is_native_file
     from cgkd.openmm.md import DEFAULT_TIMESTEP, run_cg_md
@@ -63,11 +66,16 @@ def run(cg_path: Path, models: Dict[str, str], out: Path, *, length_ps: float = 
     if bad:
         raise ValueError(f"protocols must be among {PROTOCOLS}, got {bad}")
     data = read_cg(cg_path)
+    steps_by_kind = dict(DEFAULT_TIMESTEP)
+    for kind, dt in (timesteps or {}).items():
+        if kind not in steps_by_kind or not float(dt) > 0:
+            raise ValueError(f"timesteps must map {sorted(steps_by_kind)} to positive ps, got {kind!r}: {dt!r}")
+        steps_by_kind[kind] = float(dt)
     results: Dict[str, Dict[str, dict]] = {}
     for label, model in models.items():
         kind = "native" if is_native_file(model) else "neural"
         for proto in protocols:
-            dt = DEFAULT_TIMESTEP[kind] * (step_factor if proto == "big_step" else 1.0)
+            dt = steps_by_kind[kind] * (step_factor if proto == "big_step" else 1.0)
             temp = data.temperature * (hot_factor if proto == "hot" else 1.0)
             start = perturbed(data, perturb_nm, seed) if proto == "perturbed" else data
             every = max(1, int(round(report_ps / dt)))
@@ -82,6 +90,7 @@ def run(cg_path: Path, models: Dict[str, str], out: Path, *, length_ps: float = 
                 "median_time_to_failure_ps": float(np.median(failed)) if failed else None,
                 "failures": [r["failure"] for r in s["replicas"] if not r["survived"]],
                 "ns_per_day": s["ns_per_day"], "curve": survival_curve(ttf, steps * dt),
+                "mean_temperature_K": _mean_temperature(out / label / proto, s["replicas"]),
             }
     result = {"cg": str(cg_path), "models": models, "settings": {
         "length_ps": length_ps, "replicas": replicas, "protocols": list(protocols), "hot_factor": hot_factor,
@@ -94,15 +103,31 @@ def run(cg_path: Path, models: Dict[str, str], out: Path, *, length_ps: float = 
     return result
 
 
+def _mean_temperature(folder: Path, replicas: List[dict]) -> Optional[float]:
+    """Mean kinetic temperature (K) over the second half of every surviving replica's energy log."""
+    import csv
+
+    values = []
+    for r in replicas:
+        if not r["survived"] or not r.get("energies"):
+            continue
+        with open(folder / r["energies"], newline="") as fh:
+            rows = [float(row["temperature_K"]) for row in csv.DictReader(fh)]
+        values.extend(rows[len(rows) // 2:])
+    return float(np.mean(values)) if values else None
+
+
 def markdown(results: Dict[str, Dict[str, dict]]) -> str:
     """Survivors and times to failure per model and protocol, as a markdown table."""
-    lines = ["| model | protocol | time step (fs) | T (K) | length (ps) | survived | median time to failure (ps) | ns/day |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | protocol | time step (fs) | T (K) | mean T, second half (K) | length (ps) | survived | "
+             "median time to failure (ps) | ns/day |", "|---|---|---|---|---|---|---|---|---|"]
     for label, by in results.items():
         for proto, r in by.items():
             mttf = "-" if r["median_time_to_failure_ps"] is None else f"{r['median_time_to_failure_ps']:.1f}"
             speed = "-" if r["ns_per_day"] is None else f"{r['ns_per_day']:.0f}"
-            lines.append(f"| {label} | {proto} | {r['timestep_ps'] * 1000:.0f} | {r['temperature_K']:.0f} | "
+            mean_t = r.get("mean_temperature_K")
+            mean_t = "-" if mean_t is None else f"{mean_t:.1f}"
+            lines.append(f"| {label} | {proto} | {r['timestep_ps'] * 1000:.0f} | {r['temperature_K']:.0f} | {mean_t} | "
                          f"{r['length_ps']:.0f} | {r['survived']}/{r['replicas']} | {mttf} | {speed} |")
     return "\n".join(lines)
 
@@ -143,6 +168,8 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--hot-factor", type=float, default=1.2)
     p.add_argument("--step-factor", type=float, default=1.5)
     p.add_argument("--perturb", type=float, default=0.02, help="nm per coordinate")
+    p.add_argument("--timestep", action="append", default=[], metavar="KIND=PS",
+                   help="time step of a model kind (neural or native), ps; default cgkd's DEFAULT_TIMESTEP")
     p.add_argument("--platform", default=None)
     p.add_argument("--name", default="stability")
     p.add_argument("--plot", type=Path, default=None)
@@ -153,7 +180,14 @@ def main(argv: Optional[list] = None) -> int:
             raise SystemExit(f"--model must be LABEL=PATH, got {item!r}")
         label, path = item.split("=", 1)
         models[label] = path
-    res = run(args.cg, models, args.out, length_ps=args.ps, replicas=args.replicas, protocols=args.protocols,
+    timesteps = {}
+    for item in args.timestep:
+        kind, _, value = item.partition("=")
+        try:
+            timesteps[kind] = float(value)
+        except ValueError:
+            raise SystemExit(f"--timestep must be KIND=PS (e.g. neural=0.016), got {item!r}") from None
+    res = run(args.cg, models, args.out, timesteps=timesteps, length_ps=args.ps, replicas=args.replicas, protocols=args.protocols,
               hot_factor=args.hot_factor, step_factor=args.step_factor, perturb_nm=args.perturb,
               platform=args.platform, name=args.name, plot_path=args.plot)
     for label, by in res["results"].items():

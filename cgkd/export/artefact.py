@@ -18,6 +18,7 @@ import torch
 
 from cgkd.io.atomic import atomic_path
 from cgkd.io.formats import check_format
+from cgkd.nn.neighbors import forget_neighbor_lists
 
 FORMAT = "cgkd-potential"
 FORMAT_VERSION = 1
@@ -173,6 +174,24 @@ def check_metadata(metadata: Any, source: str = "artefact") -> dict:
     return clean
 
 
+def inline_calls(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """Inline every submodule call into ``module.forward``'s graph, in place; returns ``module``.
+
+    ``torch.jit.freeze`` (which openmm-torch applies on every platform) drops the submodules' methods and
+    relies on the graph executor's optimiser to have inlined their calls first; with the optimiser off
+    (``torch._C._set_graph_executor_optimize(False)``) a module that still calls them fails with
+    "Couldn't find method". An inlined ``forward`` freezes under either setting, and is what
+    ``torch.jit.save`` writes.
+    """
+    # deepest modules first, so that each inlined callee is already flat (with the optimiser off, the
+    # pass inlines one level only)
+    for sub in reversed(list(module.modules())):
+        if isinstance(sub, torch.jit.ScriptModule):
+            for name in sub._c._method_names():
+                torch._C._jit_pass_inline(sub._c._get_method(name).graph)
+    return module
+
+
 def export_potential(
     potential: torch.nn.Module,
     path: str | Path,
@@ -230,6 +249,8 @@ def export_potential(
     copy = torch.jit.load(buf, map_location="cpu")
     copy = copy.to(DTYPES[dtype])
     copy.eval()
+    forget_neighbor_lists(copy)  # a calculator built by an earlier call would be saved without its skin
+    inline_calls(copy)
     with atomic_path(path, suffix=".pt") as tmp:
         torch.jit.save(copy, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata, indent=1)})
     return metadata

@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence
 import torch
 from torch import Tensor, nn
 
-from cgkd.nn.neighbors import neighbor_list
+from cgkd.nn.neighbors import DEFAULT_SKIN, NeighborList
 
 
 class EnsemblePotential(nn.Module):
@@ -51,6 +51,7 @@ class EnsemblePotential(nn.Module):
         self.type_names: List[str] = names
         self.cutoff = cutoff
         self.n_members = len(members)
+        self.neighbors = NeighborList(cutoff, DEFAULT_SKIN)
 
     def forward(self, positions: Tensor, types: Tensor, box: Tensor) -> Tensor:
         """Mean energy of the members for one frame.
@@ -65,7 +66,7 @@ class EnsemblePotential(nn.Module):
         -------
         Tensor, shape=(), kJ/mol
         """
-        edge_index, edge_shifts = neighbor_list(positions, box, self.cutoff)
+        edge_index, edge_shifts = self.neighbors(positions, box)
         energy = torch.zeros((), dtype=positions.dtype, device=positions.device)
         for member in self.members:
             energy = energy + member.energy_on_edges(positions, types, edge_index, edge_shifts)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from cgkd import keys
-from cgkd.nn.base import ARCHITECTURES, RepresentationModel, TypeScaleShift, edge_geometry, one_hot
+from cgkd.nn.base import ARCHITECTURES, RepresentationModel, TypeScaleShift
 from cgkd.nn.radial import CosineCutoff, GaussianBasis, activation
 
 
@@ -71,14 +71,17 @@ class HIPInteraction(nn.Module):
         self.self_term = nn.Linear(n_in, n_out)
         self.tensor_mix = nn.Linear(n_tensor * max(tensor_order, 1), n_out, bias=False)
 
-    def forward(self, z: Tensor, rbf: Tensor, fcut: Tensor, unit: Tensor, edge_index: Tensor):
+    def forward(self, z: Tensor, radial_in: Tensor, unit: Tensor, edge_index: Tensor):
+        """``radial_in``: (E, n_radial + 1), the sensitivities times the cutoff function, then the cutoff
+        function itself, so one matrix product gives ``(W_s s(r) + b) f_c(r)``."""
         i = edge_index[0]
         j = edge_index[1]
         n = z.size(0)
         h = self.n_out
         c = self.n_tensor
-        w = self.radial(rbf) * fcut.unsqueeze(-1) * self.neighbour(z)[j]  # (E, h + c * tensor_order)
-        m0 = w[:, :h]
+        weight = torch.cat([self.radial.weight.t(), self.radial.bias.unsqueeze(0)], dim=0)
+        w = (radial_in @ weight) * self.neighbour(z).index_select(0, j)  # (E, h + c * tensor_order)
+        m0 = w if self.tensor_order == 0 else w[:, :h]  # a slice would cost a zero-filled copy in backward
         out = self.self_term(z) + torch.zeros(n, h, dtype=z.dtype, device=z.device).index_add(0, i, m0)
         if self.tensor_order >= 1:
             w1 = w[:, h : h + c]
@@ -106,8 +109,8 @@ class HIPBlock(nn.Module):
         self.head = nn.Linear(h, 1)
         self.act = act
 
-    def forward(self, z: Tensor, rbf: Tensor, fcut: Tensor, unit: Tensor, edge_index: Tensor):
-        out, edge_features = self.interaction(z, rbf, fcut, unit, edge_index)
+    def forward(self, z: Tensor, radial_in: Tensor, unit: Tensor, edge_index: Tensor):
+        out, edge_features = self.interaction(z, radial_in, unit, edge_index)
         z = self.act(out)
         for lin in self.atom_layers:
             z = z + self.act(lin(z))
@@ -136,6 +139,7 @@ class HIPNN(RepresentationModel):
         self.config = config
         self.n_types = n_types
         self.cutoff = float(config.cutoff)
+        self.tensor_order = int(config.tensor_order)
         h = config.n_features
         self.embedding = nn.Linear(n_types, h, bias=False)
         self.rbf = GaussianBasis(config.n_radial, config.cutoff, config.r_min)
@@ -153,14 +157,17 @@ class HIPNN(RepresentationModel):
     def forward(
         self, positions: Tensor, types: Tensor, edge_index: Tensor, edge_shifts: Tensor, batch: Tensor, n_graphs: int
     ) -> Dict[str, Tensor]:
-        _, r, unit = edge_geometry(positions, edge_index, edge_shifts)
-        rbf = self.rbf(r)
-        fcut = self.fcut(r)
-        z = self.embedding(one_hot(types, self.n_types, positions.dtype))
+        vec = positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0]) + edge_shifts
+        r = torch.sqrt((vec * vec).sum(-1))
+        # unit vectors only feed the tensor sensitivities
+        unit = vec / r.unsqueeze(-1) if self.tensor_order > 0 else vec
+        fcut = self.fcut(r).unsqueeze(-1)
+        radial_in = torch.cat([self.rbf(r) * fcut, fcut], dim=1)
+        z = self.embedding.weight.t().index_select(0, types).to(positions.dtype)  # = one-hot @ W^T
         e = self.head0(z).squeeze(-1)
-        edge_features = torch.zeros(edge_index.size(1), z.size(1), dtype=z.dtype, device=z.device)
+        edge_features = z.new_zeros(0, z.size(1))  # n_interactions >= 1: replaced by the last block's messages
         for block in self.blocks:
-            z, e_layer, edge_features = block(z, rbf, fcut, unit, edge_index)
+            z, e_layer, edge_features = block(z, radial_in, unit, edge_index)
             e = e + e_layer
         node_energy = self.scale_shift(e, types)
         return {keys.NODE_ENERGY: node_energy, keys.NODE_FEATURES: z, keys.EDGE_FEATURES: edge_features}

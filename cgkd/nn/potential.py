@@ -24,7 +24,7 @@ from cgkd import keys
 from cgkd.io.atomic import atomic_path
 from cgkd.io.formats import FormatError, check_format
 from cgkd.nn.base import ARCHITECTURES, PRIORS, build_model, config_dict
-from cgkd.nn.neighbors import batch_neighbor_list, neighbor_list
+from cgkd.nn.neighbors import DEFAULT_SKIN, NeighborList, batch_neighbor_list
 
 FORMAT = "cgkd-model"
 FORMAT_VERSION = 1
@@ -70,6 +70,16 @@ class CGPotential(nn.Module):
         self.bonded_priors = nn.ModuleList(bonded)
         self.type_names: List[str] = [str(t) for t in type_names]
         self.cutoff = float(cutoff)
+        self.neighbors = NeighborList(self.cutoff, DEFAULT_SKIN)
+
+    @torch.jit.unused
+    def set_neighbor_skin(self, skin: float) -> None:
+        """Verlet skin (nm) of the neighbour list that :meth:`forward` keeps between calls (MD steps).
+
+        The energy does not depend on it; 0 searches on every call. Default
+        :data:`cgkd.nn.neighbors.DEFAULT_SKIN`.
+        """
+        self.neighbors = NeighborList(self.cutoff, skin)
 
     def forward(self, positions: Tensor, types: Tensor, box: Tensor) -> Tensor:
         """Energy of one frame without bonded priors (the exported part).
@@ -84,7 +94,7 @@ class CGPotential(nn.Module):
         -------
         Tensor, shape=(), kJ/mol
         """
-        edge_index, edge_shifts = neighbor_list(positions, box, self.cutoff)
+        edge_index, edge_shifts = self.neighbors(positions, box)
         return self.energy_on_edges(positions, types, edge_index, edge_shifts)
 
     @torch.jit.export

@@ -22,7 +22,7 @@ import openmm
 import openmm.unit as u
 import torch
 
-from cgkd.export.artefact import DTYPES
+from cgkd.export.artefact import DTYPES, inline_calls
 
 BACKENDS = ("torch", "python")
 
@@ -277,7 +277,7 @@ def make_potential_force(
         import openmmtorch
 
         sub = None if atom_idx is None else torch.from_numpy(atom_idx)
-        wrapper = torch.jit.script(_OpenMMModule(module, torch.from_numpy(type_idx), DTYPES[dtype], sub))
+        wrapper = inline_calls(torch.jit.script(_OpenMMModule(module, torch.from_numpy(type_idx), DTYPES[dtype], sub)))
         force = openmmtorch.TorchForce(wrapper)
         force.setOutputsForces(False)
         if use_cuda_graphs:

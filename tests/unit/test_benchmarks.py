@@ -194,9 +194,13 @@ def test_survival_curve_and_stability_run(tmp_path):
     write_cg(tmp_path / "cg.h5", _data())
     res = run_stability(tmp_path / "cg.h5", {"lj": str(tmp_path / "m.pt")}, tmp_path / "st", length_ps=0.4,
                         replicas=2, protocols=("nominal", "perturbed"), report_ps=0.2, platform="Reference",
-                        perturb_nm=0.3)
+                        perturb_nm=0.3, timesteps={"neural": 0.002})
     nominal, pert = res["results"]["lj"]["nominal"], res["results"]["lj"]["perturbed"]
     assert nominal["survived"] == 2 and nominal["length_ps"] == pytest.approx(0.4)
+    assert nominal["timestep_ps"] == 0.002  # the override, not the neural default (4 fs)
+    assert 0.0 < nominal["mean_temperature_K"] < 10 * nominal["temperature_K"]
+    with pytest.raises(ValueError, match="timesteps must map"):
+        run_stability(tmp_path / "cg.h5", {"lj": str(tmp_path / "m.pt")}, tmp_path / "st2", timesteps={"gpu": 0.01})
     # 0.3 nm noise puts beads on top of each other: those replicas fail at the start or soon after
     assert pert["survived"] < 2 and pert["failures"]
 

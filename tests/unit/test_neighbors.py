@@ -91,3 +91,56 @@ def test_errors():
         batch_neighbor_list(pos, torch.zeros(1, 3, 3), torch.tensor([0, 0, 1, 1]), 1, 0.5)
     with pytest.raises(ValueError, match="batch must have shape"):
         batch_neighbor_list(pos, torch.zeros(1, 3, 3), torch.tensor([0, 0]), 1, 0.5)
+
+
+@pytest.mark.parametrize("skin", [0.0, 0.15])
+def test_kept_list_matches_brute_force_along_a_trajectory(skin):
+    """The scripted NeighborList keeps its calculator between calls; with a skin it reuses its pairs.
+
+    Moves small and large (beyond skin/2), a changed box and a changed bead count must all give exactly
+    the pairs within the cutoff, as a fresh search does.
+    """
+    from cgkd.nn.neighbors import NeighborList
+
+    module = torch.jit.script(NeighborList(0.4, skin))
+    rng = np.random.default_rng(3)
+    box = BOXES["triclinic"].copy()
+    pos = rng.random((30, 3)) @ box
+    vel = rng.normal(scale=0.02, size=pos.shape)
+    for step in range(12):
+        if step == 6:
+            box = box * 1.05  # a barostat move
+        if step == 9:
+            pos, vel = pos[:25], vel[:25]  # another system on the same module
+        ei, sh = module(torch.tensor(pos), torch.tensor(box))
+        assert _as_set(ei, sh) == _brute_force(pos, box, 0.4), f"step {step}"
+        pos = pos + vel * (4.0 if step == 3 else 1.0)  # step 3 jumps further than the skin
+
+
+def test_saved_module_keeps_no_calculator(tmp_path):
+    """A module that ran (and so built its calculator) is saved without it, its skin kept.
+
+    vesin-torch pickles a calculator without its skin, so a saved one would search on every call.
+    """
+    from cgkd.nn.neighbors import NeighborList, forget_neighbor_lists
+
+    module = torch.jit.script(NeighborList(0.4, 0.2))
+    pos = torch.rand(10, 3, dtype=torch.float64)
+    module(pos, torch.eye(3, dtype=torch.float64))
+    assert module.calculator is not None
+    forget_neighbor_lists(module)
+    assert module.calculator is None
+    torch.jit.save(module, str(tmp_path / "nl.pt"))
+    loaded = torch.jit.load(str(tmp_path / "nl.pt"))
+    assert loaded.calculator is None and loaded.skin == pytest.approx(0.2)
+    ei, sh = loaded(pos, torch.eye(3, dtype=torch.float64))
+    assert _as_set(ei, sh) == _brute_force(pos.numpy(), np.eye(3), 0.4)
+
+
+def test_neighbor_list_module_errors():
+    from cgkd.nn.neighbors import NeighborList
+
+    with pytest.raises(ValueError, match="cutoff must be a positive number of nm, got 0"):
+        NeighborList(0.0)
+    with pytest.raises(ValueError, match="skin must be a non-negative number of nm, got -0.1"):
+        NeighborList(0.5, -0.1)

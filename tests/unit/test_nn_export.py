@@ -44,3 +44,41 @@ def test_openmm_matches_forward_batch(backend, tmp_path):
     assert float(out["prior_energy"].detach()) > 1.0  # bonded priors really contribute
     assert state.getPotentialEnergy()._value == pytest.approx(float(out[keys.ENERGY].detach()), rel=1e-6)
     np.testing.assert_allclose(state.getForces(asNumpy=True)._value, out[keys.FORCE].numpy(), atol=1e-4, rtol=1e-5)
+
+
+def test_export_runs_with_the_graph_optimiser_off(tmp_path):
+    """openmm-torch freezes the module; freezing without the optimiser needs an inlined forward.
+
+    Before inlining, an exported CGPotential failed in TorchForce with "Couldn't find method" when
+    ``torch._C._set_graph_executor_optimize(False)`` was set.
+    """
+    if not torch_force_available():
+        pytest.skip("openmmtorch is not available")
+    pos, types, bonds = _chain_frame(seed=4)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        model = build_model("hipnn", {"cutoff": 0.45, "n_features": 8, "n_interactions": 2, "n_radial": 6},
+                            len(TYPES))
+    pair = PairRepulsion(TYPES, [{"types": ["A", "A"], "sigma": 0.3}], 2.0)
+    pot = CGPotential(model, [pair], TYPES, 0.45).double()
+    expected = pot.forward_batch(torch.tensor(pos), torch.tensor(types), torch.tensor(BOX)[None],
+                                 torch.zeros(len(types), dtype=torch.int64), 1, compute_forces=True,
+                                 create_graph=False)
+    was = torch._C._get_graph_executor_optimize()
+    torch._C._set_graph_executor_optimize(False)
+    try:
+        path = tmp_path / "cg.pt"
+        export_cg_potential(pot, path, type_masses=[10.0, 20.0, 30.0], periodic=True)
+        top = app.Topology()
+        res = top.addResidue("M", top.addChain())
+        for t in types:
+            top.addAtom(TYPES[t], None, res)
+        system = create_system(path, top, types=types, backend="torch", box=BOX)
+        ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        ctx.setPositions(pos)
+        state = ctx.getState(getEnergy=True, getForces=True)
+    finally:
+        torch._C._set_graph_executor_optimize(was)
+    assert state.getPotentialEnergy()._value == pytest.approx(float(expected[keys.ENERGY].detach()), rel=1e-6)
+    np.testing.assert_allclose(state.getForces(asNumpy=True)._value, expected[keys.FORCE].numpy(), atol=1e-4,
+                               rtol=1e-5)
