@@ -313,13 +313,13 @@ def main(argv=None) -> int:
     cg_path = run / "map" / "cg.h5"
     native_path = run / "native" / "native" / "native.json"
     mscg_path = run / "native" / "native_mscg" / "native.json"
-    student_pt = run / "export" / "student.pt"
-    for f in (cg_path, native_path, mscg_path, student_pt, run / "teachers" / "ensemble.json"):
+    student_model = run / "student" / "model.pt"
+    for f in (cg_path, native_path, mscg_path, student_model, run / "teachers" / "ensemble.json"):
         if not f.exists():
             raise FileNotFoundError(f"{f} does not exist; finish `cgkd run` in {run} first")
 
     from cgkd.data.cg_h5 import read_cg
-    from cgkd.export import export_cg_potential, load_potential_artefact
+    from cgkd.export import export_cg_potential, export_model, load_potential_artefact
     from cgkd.kd.teachers import load_teachers
     from cgkd.nn.ensemble import EnsemblePotential
     from cgkd.nn.native import load_native
@@ -348,6 +348,9 @@ def main(argv=None) -> int:
         if fast is not None:
             result["encodings_powers_model"] = encodings(fast, data, p)
     with tempfile.TemporaryDirectory() as tmp:
+        # exported here, so the student runs with this cgkd's export (not the run's older artefact)
+        student_pt = Path(tmp) / "student.pt"
+        export_model(student_model, cg_path, student_pt)
         student = load_potential_artefact(student_pt)
         _, meta = student
         ens_pt = Path(tmp) / "ensemble.pt"
@@ -378,12 +381,12 @@ def main(argv=None) -> int:
                 ps = {k: float(args.ps) for k in ps}
             result["timestep"] = timestep_probe(models, cg_path, args.timesteps or p.timesteps, p.ts_replicas, ps,
                                                 Path(tmp))
-    if args.large_units:
-        big = {"native": native}
-        if fast is not None:
-            big["native_powers"] = fast
-        big["student"] = load_potential_artefact(student_pt)
-        result["large_box"] = large_box(args.spec, args.large_units, big)
+        if args.large_units:
+            big = {"native": native}
+            if fast is not None:
+                big["native_powers"] = fast
+            big["student"] = student
+            result["large_box"] = large_box(args.spec, args.large_units, big)
     if "scaling" not in args.skip:
         result["scaling"] = {"native": scaling(native, data, p.scaling_reps)}
         if fast is not None:
