@@ -11,4 +11,20 @@ class CgkdError(Exception):
     """An error the user can act on; its message says what was expected and what was found."""
 
 
-__all__ = ["CgkdError"]
+
+
+
+class MissingExtraError(CgkdError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+def require(module: str, extra: str, what: str):
+    """Import ``module`` or raise :class:`MissingExtraError` naming ``pip install "cgkd[extra]"``."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(f"{what} needs the Python package {module.split('.')[0]!r}, which is not installed "
+                                f"({exc}); install it with: pip install \"cgkd[{extra}]\"") from None
+__all__ = ["CgkdError", "MissingExtraError", "require"]

@@ -345,7 +345,8 @@ class Topology:
             Explicit type indices into ``type_names``; wins over ``type_map``.
         type_map : dict, optional
             ``{"RES:NAME" or "NAME": type name}`` (residue-qualified key first). Without ``types`` and
-            ``type_map`` each atom's name must be a type name.
+            ``type_map`` each atom's name must be a type name, or else its element's symbol (element-typed
+            atomistic models).
         masses : array-like, shape=(N,), amu, optional
             Default: each particle's element mass; a particle without element then raises (CG beads
             need explicit masses).
@@ -366,6 +367,8 @@ class Topology:
             types = np.empty(n, dtype=np.int64)
             for a in atoms:
                 name = type_map.get(f"{a.residue.name}:{a.name}", type_map.get(a.name, a.name))
+                if name not in index and a.element is not None and a.element.symbol in index:
+                    name = a.element.symbol  # an element-typed (atomistic) model
                 if name not in index:
                     raise ValueError(
                         f"particle {a.index} ({a.residue.name}:{a.name}) maps to type {name!r}, which is not one of "

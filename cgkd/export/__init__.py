@@ -6,8 +6,8 @@ with the ``CGPotential.forward`` signature with :func:`export_potential`. Also h
 physics-based control model. Format details (``FORMAT``, ``METADATA_FILE``) are in ``cgkd.export.artefact``.
 """
 
-from cgkd.export.artefact import export_cg_potential, export_ensemble, export_model, export_potential, load_potential_artefact, read_metadata
+from cgkd.export.artefact import export_atomistic, export_cg_potential, export_ensemble, export_model, export_potential, load_potential_artefact, read_metadata
 from cgkd.export.reference import LennardJonesPair
 
-__all__ = ["LennardJonesPair", "export_cg_potential", "export_ensemble", "export_model", "export_potential", "load_potential_artefact",
+__all__ = ["LennardJonesPair", "export_atomistic", "export_cg_potential", "export_ensemble", "export_model", "export_potential", "load_potential_artefact",
            "read_metadata"]

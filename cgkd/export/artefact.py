@@ -376,3 +376,32 @@ def export_ensemble(teacher_dir: str | Path, cg_path: str | Path, out: str | Pat
     return export_cg_potential(ensemble, out, type_masses=top.masses_by_type().tolist(), periodic=data.periodic,
                                dtype=dtype, provenance=prov)
 
+
+
+def export_atomistic(model_file: str | Path, out: str | Path, *, periodic: bool, dtype: Optional[str] = None,
+                     provenance: Optional[dict] = None) -> dict:
+    """Export an element-typed model file (``cgkd.kd.atomistic``) as an artefact; masses are the elements'.
+
+    Parameters
+    ----------
+    model_file : str or Path
+        A model whose type names are element symbols (``cgkd atoms train`` writes one).
+    out : str or Path
+    periodic : bool
+        Whether the systems it will run on have a periodic box.
+    dtype, provenance : see :func:`export_model`.
+    """
+    from ase.data import atomic_masses, atomic_numbers
+
+    import cgkd.nn.priors  # noqa: F401  (registers the prior kinds load_potential looks up)
+    from cgkd.nn.potential import load_potential
+
+    potential = load_potential(model_file)
+    bad = [t for t in potential.type_names if t not in atomic_numbers]
+    if bad:
+        raise ValueError(f"{model_file} has types {bad} that are not element symbols; export a CG model with "
+                         "export_model (it takes bead masses from a CG dataset)")
+    masses = [float(atomic_masses[atomic_numbers[t]]) for t in potential.type_names]
+    prov = {"model_file": str(model_file), "typing": "element"}
+    prov.update(provenance or {})
+    return export_cg_potential(potential, out, type_masses=masses, periodic=periodic, dtype=dtype, provenance=prov)

@@ -56,7 +56,7 @@ def resolve_types(topology: app.Topology, type_names: Sequence[str], types=None,
         Explicit type indices; wins over everything else.
     type_map : dict, optional
         ``{"RES:BEAD" or "BEAD": type name}``; a key with residue name is tried first.
-        Without ``types`` and ``type_map`` each atom's name must be a type name.
+        Without ``types`` and ``type_map`` each atom's name must be a type name, or else its element symbol.
 
     Returns
     -------

@@ -246,6 +246,30 @@ class GaugeFreeEnergyLoss(EnergyLoss):
         return d - (w * d).sum() / torch.where(total > 0, total, torch.ones_like(total))
 
 
+@LOSS_TERMS.register("energy_rmse_mae")
+class EnergyRMSEMAELoss(EnergyLoss):
+    """Total energy per structure, RMSE + MAE of (E - E_target) / n_atoms (kJ/mol per atom), per-sample weighted.
+
+    The form of the force term (``forces``), so that the energy and force weights of atomistic studies that use
+    RMSE + MAE for both carry over. Default target ``energy`` (an atomistic set's own labels,
+    ``cgkd.train.atoms.AtomsSet``).
+    """
+
+    default_target = keys.ENERGY
+
+    def forward(self, outputs, batch, teacher_outputs=None):
+        pred = outputs[keys.ENERGY]
+        target = self._get_target(batch, teacher_outputs).to(pred.dtype)
+        if target.shape != pred.shape:
+            raise ValueError(f"energy target {self.target!r} has shape {tuple(target.shape)}, model energy {tuple(pred.shape)}")
+        n_per = torch.bincount(batch["batch"], minlength=pred.shape[0]).to(pred.dtype)
+        w = self.frame_weights(batch, pred)
+        d = (pred - target) / n_per
+        rmse = torch.sqrt(weighted_mean(d.pow(2), w) + 1e-12)
+        mae = weighted_mean(d.abs(), w)
+        return rmse + mae, {"energy_rmse_per_atom": float(rmse.detach()), "energy_mae_per_atom": float(mae.detach())}
+
+
 @LOSS_TERMS.register("node_energy")
 class NodeEnergyLoss(LossTerm):
     """Per-bead ("atom") energy matching, MSE (kJ/mol)^2, per-bead weighted."""

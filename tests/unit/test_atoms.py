@@ -1,0 +1,289 @@
+"""Atomistic data and models (issue 14): variable-size sets, files through ASE, reference energies, labelers,
+the RMSE + MAE energy term, training with per-atom-energy KD, the ASE calculator and the OpenMM-ML route."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cgkd import keys, units
+from cgkd.aa.labelers import fcc_cells, get_labeler, sample_md
+from cgkd.data.atoms import fit_reference_energies, reference_energy
+from cgkd.io.atoms import EV_PER_A_TO_KJ_PER_MOL_NM, AtomsData, concatenate, from_ase, read_atoms, write_atoms
+from cgkd.kd.atomistic import atomistic_potential, split_structures, train_atomistic
+from cgkd.train.atoms import ENERGY_LABEL, AtomsSet
+from cgkd.train.trainer import TrainConfig
+
+
+def _mixed_set(seed=0) -> AtomsData:
+    """EMT Al cells of 32 and 48 atoms (periodic) and a Cu3 cluster (not periodic), labelled."""
+    from ase import Atoms
+
+    cells = fcc_cells("Al", [(2, 2, 2), (2, 2, 3)])
+    sets = [sample_md(get_labeler("emt"), c, temperatures=[600.0], frames_per_run=2, interval=3, seed=seed + k,
+                      show_progress=False) for k, c in enumerate(cells)]
+    cluster = Atoms("Cu3", positions=[[0, 0, 0], [2.5, 0, 0], [1.2, 2.1, 0.3]])
+    sets.append(get_labeler("emt").label(from_ase([cluster], labels=False), show_progress=False))
+    return concatenate(sets)
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    return _mixed_set()
+
+
+def test_files_round_trip_with_units_and_provenance(tmp_path, mixed):
+    assert mixed.n_atoms.tolist() == [32, 32, 48, 48, 3] and mixed.periodic.tolist() == [True] * 4 + [False]
+    for name in ("set.xyz", "set.db"):
+        write_atoms(tmp_path / name, mixed)
+        back = read_atoms(tmp_path / name)
+        np.testing.assert_allclose(back.positions, mixed.positions, atol=1e-9)
+        np.testing.assert_allclose(back.cells, mixed.cells, atol=1e-9)
+        np.testing.assert_allclose(back.energy, mixed.energy, rtol=1e-9)
+        np.testing.assert_allclose(back.forces, mixed.forces, rtol=1e-6, atol=1e-4)  # 8 decimals of eV/A
+        assert back.info[0]["labeler"] == "emt" and back.info[0]["temperature_K"] == 600.0
+    # units at the boundary: the file holds Angstrom and eV
+    import ase.io
+
+    raw = ase.io.read(str(tmp_path / "set.xyz"), index=0)
+    assert raw.get_potential_energy() == pytest.approx(mixed.energy[0] / units.EV_TO_KJ_PER_MOL)
+    np.testing.assert_allclose(raw.positions, mixed.positions[:32] * 10.0, atol=1e-8)
+    np.testing.assert_allclose(raw.get_forces(), mixed.forces[:32] / EV_PER_A_TO_KJ_PER_MOL_NM, atol=1e-8)
+
+
+def test_emt_labels_are_ase_emt_in_cgkd_units(mixed):
+    from ase.calculators.emt import EMT
+
+    atoms = mixed.to_ase(2)
+    atoms.calc = EMT()
+    assert mixed.energy[2] == pytest.approx(atoms.get_potential_energy() * units.EV_TO_KJ_PER_MOL, rel=1e-10)
+    np.testing.assert_allclose(mixed.forces[64:112], atoms.get_forces() * EV_PER_A_TO_KJ_PER_MOL_NM, rtol=1e-8,
+                               atol=1e-8)
+
+
+def test_xtb_labeler_or_a_clear_missing_extra_error():
+    from cgkd.errors import MissingExtraError, require
+
+    with pytest.raises(MissingExtraError, match=r'pip install "cgkd\[qm\]"'):
+        require("cgkd_no_such_package", "qm", "the test")
+    pytest.importorskip("tblite.ase")
+    from ase.build import molecule
+
+    data = get_labeler("xtb").label(from_ase([molecule("H2O")], labels=False), show_progress=False)
+    assert data.info[0]["method"] == "GFN2-xTB"
+    # the force is -dE/dx: compare with a central difference of the xTB energy along one coordinate
+    from tblite.ase import TBLite
+
+    h2o = molecule("H2O")
+    h2o.calc = TBLite(method="GFN2-xTB", verbosity=0)
+    d = 1e-4
+    h2o.positions[1, 0] += d
+    ep = h2o.get_potential_energy()
+    h2o.positions[1, 0] -= 2 * d
+    em = h2o.get_potential_energy()
+    fd = -(ep - em) / (2 * d) * EV_PER_A_TO_KJ_PER_MOL_NM
+    assert data.forces[1, 0] == pytest.approx(fd, rel=1e-3, abs=1e-2)
+
+
+def test_reference_energies_are_recovered_from_composition():
+    rng = np.random.default_rng(4)
+    eps = {"H": -1250.0, "C": -98000.0, "O": -197000.0}
+    z = {"H": 1, "C": 6, "O": 8}
+    numbers, counts = [], []
+    for _ in range(40):
+        n = rng.integers(1, 6, size=3)
+        numbers.append(np.repeat([z["H"], z["C"], z["O"]], n))
+        counts.append(int(n.sum()))
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    numbers = np.concatenate(numbers)
+    comp = np.array([[np.sum(numbers[a:b] == z[e]) for e in ("H", "C", "O")] for a, b in zip(offsets, offsets[1:])])
+    energy = comp @ np.array([eps["H"], eps["C"], eps["O"]]) + rng.normal(scale=5.0, size=len(comp))
+    data = AtomsData(numbers=numbers, positions=rng.random((len(numbers), 3)), offsets=offsets,
+                     cells=np.zeros((len(comp), 3, 3)), energy=energy)
+    fitted = fit_reference_energies(data)
+    assert list(fitted) == ["H", "C", "O"]  # by atomic number
+    for e in eps:
+        assert fitted[e] == pytest.approx(eps[e], abs=5.0)
+    assert np.std(energy - reference_energy(data, fitted)) < 6.0
+    with pytest.raises(ValueError, match=r"elements \['N'\] occur in no structure"):
+        fit_reference_energies(data, elements=["H", "C", "O", "N"])
+
+
+def test_bad_atoms_data_is_refused_with_the_argument_named():
+    good = dict(numbers=[13, 13], positions=np.zeros((2, 3)), offsets=[0, 2], cells=np.zeros((1, 3, 3)))
+    AtomsData(**good)
+    with pytest.raises(ValueError, match="offsets must start at 0"):
+        AtomsData(**dict(good, offsets=[1, 2]))
+    with pytest.raises(ValueError, match=r"positions must have shape \(2, 3\)"):
+        AtomsData(**dict(good, positions=np.zeros((3, 3))))
+    with pytest.raises(ValueError, match=r"numbers must be <= 118"):
+        AtomsData(**dict(good, numbers=[13, 300]))
+    with pytest.raises(ValueError, match=r"energy must have shape \(1,\)"):
+        AtomsData(**dict(good, energy=[1.0, 2.0]))
+    from ase import Atoms
+
+    with pytest.raises(ValueError, match="periodic along"):
+        from_ase([Atoms("Al", cell=[3, 3, 3], pbc=[True, True, False])])
+
+
+def test_variable_size_batches_give_forces_minus_dE_dx(mixed):
+    """A batch of a 32-atom cell, a 48-atom cell and a 3-atom molecule: forces = -dE/dx by central differences."""
+    ds = AtomsSet(mixed, ["Al", "Cu"], dtype=torch.float64)
+    b = ds.batch([0, 3, 4])
+    assert b["n_graphs"] == 3 and b[keys.POSITIONS].shape == (83, 3) and b[keys.FORCES].shape == (83, 3)
+    assert b["batch"].tolist() == [0] * 32 + [1] * 48 + [2] * 3 and b[ENERGY_LABEL].shape == (3,)
+    assert torch.equal(b[keys.BOX][2], torch.zeros(3, 3, dtype=torch.float64))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        pot = atomistic_potential(["Al", "Cu"], "hipnn", {"n_features": 8, "n_interactions": 2, "n_radial": 6},
+                                  cutoff=0.45, energy_scale=5.0).double()
+    out = pot.forward_batch(b[keys.POSITIONS], b[keys.TYPES], b[keys.BOX], b["batch"], 3, compute_forces=True,
+                            create_graph=False)
+    force = out[keys.FORCE]
+    pos = b[keys.POSITIONS].clone()
+    h = 1e-5
+    for atom in (0, 40, 81):
+        for c in range(3):
+            up, down = pos.clone(), pos.clone()
+            up[atom, c] += h
+            down[atom, c] -= h
+            e = [float(pot.forward_batch(p, b[keys.TYPES], b[keys.BOX], b["batch"], 3)[keys.ENERGY].sum())
+                 for p in (up, down)]
+            assert float(force[atom, c]) == pytest.approx(-(e[0] - e[1]) / (2 * h), rel=1e-5, abs=1e-6)
+    # energies per structure do not depend on what else is in the batch
+    alone = pot.forward_batch(*[ds.batch([4])[k] for k in (keys.POSITIONS, keys.TYPES, keys.BOX, "batch")], 1)
+    assert float(alone[keys.ENERGY][0]) == pytest.approx(float(out[keys.ENERGY][2]), rel=1e-12)
+    with pytest.raises(ValueError, match=r"elements \['Cu'\] that are not among type_names"):
+        AtomsSet(mixed, ["Al"])
+
+
+def test_energy_rmse_mae_term_is_per_atom_rmse_plus_mae():
+    from cgkd.train.losses import EnergyRMSEMAELoss
+
+    batch = {"batch": torch.tensor([0, 0, 1, 1, 1, 1]), ENERGY_LABEL: torch.tensor([1.0, 2.0]),
+             "sample_weight": torch.ones(2), "n_graphs": 2}
+    outputs = {keys.ENERGY: torch.tensor([3.0, 10.0])}
+    value, metrics = EnergyRMSEMAELoss(target=ENERGY_LABEL)(outputs, batch)
+    d = np.array([(3.0 - 1.0) / 2, (10.0 - 2.0) / 4])
+    assert float(value) == pytest.approx(np.sqrt(np.mean(d**2)) + np.mean(np.abs(d)), rel=1e-6)
+    assert metrics["energy_mae_per_atom"] == pytest.approx(1.5)
+
+
+def test_train_teacher_and_born_again_student_resume_and_refuse_other_data(tmp_path, mixed):
+    path = tmp_path / "al.xyz"
+    write_atoms(path, mixed.select([0, 1, 2, 3]))
+    cfg = TrainConfig(max_epochs=3, batch_size=2, lr=3e-3)
+    with pytest.warns(UserWarning, match="distinct frames"):
+        teacher = train_atomistic(path, tmp_path / "t", preset={"n_features": 8, "n_interactions": 1, "n_radial": 6},
+                                  config=cfg, val_fraction=0.25, test_fraction=0.25)
+    assert teacher["elements"] == ["Al"] and len(teacher["split"]["test"]) == 1
+    assert np.isfinite(teacher["test"]["force_rmse"]) and teacher["test"]["force_rmse_eV_per_A"] > 0
+    # the per-type shift starts at the reference energy fitted on the training structures
+    train = mixed.select([0, 1, 2, 3]).select(teacher["split"]["train"])
+    assert teacher["references_kJ_mol"]["Al"] == pytest.approx(fit_reference_energies(train)["Al"])
+    with pytest.warns(UserWarning, match="distinct frames"):
+        student = train_atomistic(path, tmp_path / "s", preset={"n_features": 4, "n_interactions": 1, "n_radial": 4},
+                                  config=cfg, teacher=tmp_path / "t" / "model.pt", born_again_epoch=1,
+                                  val_fraction=0.25, test_fraction=0.25)
+    assert student["split"] == teacher["split"]  # same data and split seed: same split
+    log = [json.loads(line) for line in (tmp_path / "s" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["weights"]["teacher_atom_energy"] == 1.0 and log[0]["weights"]["forces"] == pytest.approx(0.1)
+    assert log[-1]["weights"]["teacher_atom_energy"] == pytest.approx(0.1) and log[-1]["weights"]["forces"] == 1.0
+    again = train_atomistic(path, tmp_path / "s", config=cfg)  # finished: skipped, same summary
+    assert again == student
+    write_atoms(tmp_path / "other.xyz", mixed.select([0, 1, 2]))
+    with pytest.raises(ValueError, match="trained on other data"):
+        train_atomistic(tmp_path / "other.xyz", tmp_path / "s", config=cfg)
+    assert split_structures(10, 3)[2].tolist() == split_structures(10, 3)[2].tolist()
+
+
+def _float64_model(tmp_path):
+    from cgkd.nn.potential import save_potential
+
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        pot = atomistic_potential(["Al", "Cu"], "hipnn", {"n_features": 8, "n_interactions": 1, "n_radial": 6},
+                                  cutoff=0.45, references={"Al": -10.0, "Cu": -20.0}, energy_scale=20.0).double()
+    save_potential(tmp_path / "model.pt", pot)
+    return tmp_path / "model.pt"
+
+
+def test_ase_calculator_forces_and_stress_are_derivatives(tmp_path, mixed):
+    from cgkd.export import export_atomistic
+    from cgkd.export.ase_calculator import CgkdCalculator
+
+    model = _float64_model(tmp_path)
+    export_atomistic(model, tmp_path / "art.pt", periodic=True, dtype="float64")
+    atoms = mixed.to_ase(2)
+    atoms.rattle(0.05, seed=3)
+    atoms.calc = CgkdCalculator(model)
+    forces, stress, energy = atoms.get_forces(), atoms.get_stress(), atoms.get_potential_energy()
+    np.testing.assert_allclose(forces, atoms.calc.calculate_numerical_forces(atoms, d=1e-4), atol=1e-6)
+    np.testing.assert_allclose(stress, atoms.calc.calculate_numerical_stress(atoms, d=1e-6), atol=1e-7)
+    assert atoms.get_potential_energies().sum() == pytest.approx(energy, rel=1e-10)
+    # the exported artefact gives the same numbers
+    twin = atoms.copy()
+    twin.calc = CgkdCalculator(tmp_path / "art.pt")
+    assert twin.get_potential_energy() == pytest.approx(energy, rel=1e-10)
+    np.testing.assert_allclose(twin.get_stress(), stress, atol=1e-10)
+    # a molecule: no stress, same forces as differences
+    mol = mixed.to_ase(4)
+    mol.calc = CgkdCalculator(model)
+    np.testing.assert_allclose(mol.get_forces(), mol.calc.calculate_numerical_forces(mol, d=1e-4), atol=1e-6)
+    from ase import Atoms
+
+    bad = Atoms("Na", positions=[[0, 0, 0]])
+    bad.calc = CgkdCalculator(model)
+    with pytest.raises(ValueError, match=r"elements \['Na'\] that the model does not know"):
+        bad.get_potential_energy()
+
+
+def test_openmm_ml_route_matches_the_calculator(tmp_path, mixed):
+    import openmm
+    import openmm.app as app
+    from openmmml import MLPotential
+
+    from cgkd.export import export_atomistic
+    from cgkd.export.ase_calculator import CgkdCalculator
+
+    model = _float64_model(tmp_path)
+    export_atomistic(model, tmp_path / "art.pt", periodic=True, dtype="float64")
+    atoms = mixed.to_ase(0)
+    top = app.Topology()
+    res = top.addResidue("AL", top.addChain())
+    for k in range(len(atoms)):
+        top.addAtom(f"AL{k}", app.Element.getBySymbol("Al"), res)  # names are not types: elements are
+    top.setPeriodicBoxVectors(atoms.cell.array * units.ANGSTROM_TO_NM)
+    system = MLPotential("cgkd", model=str(tmp_path / "art.pt")).createSystem(top)
+    assert system.getParticleMass(0).value_in_unit(openmm.unit.dalton) == pytest.approx(26.98, abs=0.01)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(atoms.positions * units.ANGSTROM_TO_NM)
+    state = ctx.getState(getEnergy=True, getForces=True)
+    atoms.calc = CgkdCalculator(model)
+    assert state.getPotentialEnergy()._value == pytest.approx(atoms.get_potential_energy() * units.EV_TO_KJ_PER_MOL,
+                                                              rel=1e-9)
+    np.testing.assert_allclose(state.getForces(asNumpy=True)._value,
+                               atoms.get_forces() * EV_PER_A_TO_KJ_PER_MOL_NM, rtol=1e-7, atol=1e-7)
+
+
+def test_cli_label_train_export_md(tmp_path):
+    from cgkd.cli.main import main
+
+    xyz = tmp_path / "al.xyz"
+    assert main(["atoms", "label", "--labeler", "emt", "--fcc", "Al", "--repeats", "2x2x2", "--temperatures", "500",
+                 "--frames", "6", "--interval", "2", "--out", str(xyz)]) == 0
+    assert read_atoms(xyz).n_structures == 6
+    with pytest.warns(UserWarning, match="distinct frames"):
+        assert main(["atoms", "train", str(xyz), "--out", str(tmp_path / "m"), "--epochs", "2", "--batch-size", "2",
+                     "--preset", '{"n_features": 4, "n_interactions": 1, "n_radial": 4}']) == 0
+    assert main(["atoms", "export", str(tmp_path / "m" / "model.pt"), "--out", str(tmp_path / "m.pt"),
+                 "--periodic"]) == 0
+    assert main(["atoms", "md", str(tmp_path / "m.pt"), "--start", str(xyz), "--steps", "4", "--every", "2",
+                 "--out", str(tmp_path / "md.xyz")]) == 0
+    assert read_atoms(tmp_path / "md.xyz").n_structures == 2
+    with pytest.raises(SystemExit):  # argparse: "expected a repeat like 2x2x3"
+        main(["atoms", "label", "--fcc", "Al", "--repeats", "2x2", "--out", str(tmp_path / "x.xyz")])
+    assert main(["atoms", "label", "--labeler", "nope", "--fcc", "Al", "--out", str(tmp_path / "y.xyz")]) == 2
