@@ -36,6 +36,15 @@ from cgkd.train.schedule import born_again
 from cgkd.train.trainer import TrainConfig, fit
 
 SUMMARY_FILE = "atomistic.json"
+#: KD targets taken from a teacher: name -> (loss term, teacher output). ``atom_energy`` is the per-atom-energy
+#: KD of Matin et al. (2025); ``n2n``, ``e2n`` and ``v2v`` the feature KD of Ekstroem Kelvinius et al. (NeurIPS
+#: 2023): node-to-node, edge-to-node and vector-to-vector (the last needs vector features, i.e. PaiNN).
+KD_TERMS = {
+    "atom_energy": ("node_energy", keys.NODE_ENERGY),
+    "n2n": ("node_features", keys.NODE_FEATURES),
+    "e2n": ("edge_to_node", keys.EDGE_FEATURES),
+    "v2v": ("vector_features", keys.VECTOR_FEATURES),
+}
 #: Default neighbour cutoff of atomistic models, nm (5 Angstrom).
 DEFAULT_CUTOFF = 0.5
 
@@ -114,7 +123,7 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
                     preset: Union[str, dict] = "small", cutoff: float = DEFAULT_CUTOFF,
                     config: Optional[TrainConfig] = None, force_weight: float = 1.0, energy_weight: float = 0.1,
                     teacher: Optional[str | Path] = None, atom_energy_weight: float = 1.0,
-                    born_again_epoch: int = 0, split_seed: int = 0, val_fraction: float = 0.1,
+                    kd: Sequence[str] = ("atom_energy",), feature_weight: float = 1.0, born_again_epoch: int = 0, split_seed: int = 0, val_fraction: float = 0.1,
                     test_fraction: float = 0.1) -> dict:
     """Train an atomistic potential (a teacher, a control, or a student of ``teacher``); resumable.
 
@@ -130,10 +139,14 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
     force_weight, energy_weight : float
         Weights of the ``forces`` and ``energy_rmse_mae`` terms (both RMSE + MAE).
     teacher : path, optional
-        A trained model file (``model.pt`` of another run) whose per-atom energies become a target
-        (``node_energy`` term, weight ``atom_energy_weight``). Its elements must be the data's.
+        A trained model file (``model.pt`` of another run) whose outputs become targets. Its elements must be
+        the data's.
+    kd : sequence of str
+        With a teacher, the targets taken from it (:data:`KD_TERMS`): ``atom_energy`` (weight
+        ``atom_energy_weight``), ``n2n``, ``e2n``, ``v2v`` (weight ``feature_weight``; a learned projection maps
+        the student's width to the teacher's).
     born_again_epoch : int
-        With a teacher and > 0: the Born-Again ramp, the teacher term at weight 1 and the label terms at 0.1
+        With a teacher and > 0: the Born-Again ramp, the teacher terms at weight 1 and the label terms at 0.1
         until this epoch, then the other way round.
     split_seed, val_fraction, test_fraction : the structure split (:func:`split_structures`).
 
@@ -162,6 +175,10 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
         teacher_model = load_potential(teacher)
         if list(teacher_model.type_names) != elements:
             raise ValueError(f"teacher {teacher} has element types {teacher_model.type_names}, the data {elements}")
+    missing = sorted(set(elements) - set(data.select(train).elements))
+    if missing:
+        raise ValueError(f"elements {missing} occur only in validation or test structures of {data_path}; the model "
+                         "cannot learn them (add structures with them, or change split_seed)")
     references = fit_reference_energies(data.select(train))
     scale = energy_scale_from_forces(data.forces[np.concatenate([np.arange(data.offsets[s], data.offsets[s + 1])
                                                                   for s in train])])
@@ -169,11 +186,18 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
     losses = [LossSpec("forces", weight=force_weight, target=keys.FORCES),
               LossSpec("energy_rmse_mae", weight=energy_weight, target=ENERGY_LABEL)]
     schedule = []
-    if teacher_model is not None:
-        losses.append(LossSpec("node_energy", weight=atom_energy_weight, target=keys.NODE_ENERGY, source="teacher",
-                               name="teacher_atom_energy"))
-        if born_again_epoch > 0:
-            schedule = born_again(["teacher_atom_energy"], ["forces", "energy_rmse_mae"], born_again_epoch)
+    kd = [str(k) for k in kd] if teacher_model is not None else []
+    unknown = [k for k in kd if k not in KD_TERMS]
+    if unknown:
+        raise ValueError(f"kd must name terms among {sorted(KD_TERMS)}, got {unknown}")
+    if teacher_model is not None and not kd:
+        raise ValueError("a teacher was given but kd names no term to take from it")
+    for k in kd:
+        term, target = KD_TERMS[k]
+        losses.append(LossSpec(term, weight=atom_energy_weight if k == "atom_energy" else feature_weight,
+                               target=target, source="teacher", name=f"teacher_{k}"))
+    if kd and born_again_epoch > 0:
+        schedule = born_again([f"teacher_{k}" for k in kd], ["forces", "energy_rmse_mae"], born_again_epoch)
     cfg = replace(config or TrainConfig(), losses=losses, schedule=schedule)
     ds = AtomsSet(data, elements)
     result = fit(pot, ds, ds, cfg, out, train, val, teacher=teacher_model,
@@ -181,7 +205,8 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
     model_file = out / "model.pt"
     settings = {"arch": arch, "preset": preset, "cutoff": cutoff, "force_weight": force_weight,
                 "energy_weight": energy_weight, "teacher": None if teacher is None else str(teacher),
-                "atom_energy_weight": atom_energy_weight if teacher is not None else 0.0,
+                "atom_energy_weight": atom_energy_weight if "atom_energy" in kd else 0.0, "kd": kd,
+                "feature_weight": feature_weight if set(kd) - {"atom_energy"} else 0.0,
                 "born_again_epoch": born_again_epoch, "split_seed": split_seed, "max_epochs": cfg.max_epochs,
                 "seed": cfg.seed}
     save_potential(model_file, pot, extra={"role": "atomistic", **settings})
@@ -194,4 +219,4 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
     return summary
 
 
-__all__ = ["DEFAULT_CUTOFF", "atomistic_potential", "evaluate_atomistic", "split_structures", "train_atomistic"]
+__all__ = ["DEFAULT_CUTOFF", "KD_TERMS", "atomistic_potential", "evaluate_atomistic", "split_structures", "train_atomistic"]

@@ -190,6 +190,7 @@ def test_train_teacher_and_born_again_student_resume_and_refuse_other_data(tmp_p
                                   val_fraction=0.25, test_fraction=0.25)
     assert student["split"] == teacher["split"]  # same data and split seed: same split
     log = [json.loads(line) for line in (tmp_path / "s" / "log.jsonl").read_text().splitlines()]
+    assert set(log[0]["weights"]) == {"forces", "energy_rmse_mae", "teacher_atom_energy"}
     assert log[0]["weights"]["teacher_atom_energy"] == 1.0 and log[0]["weights"]["forces"] == pytest.approx(0.1)
     assert log[-1]["weights"]["teacher_atom_energy"] == pytest.approx(0.1) and log[-1]["weights"]["forces"] == 1.0
     again = train_atomistic(path, tmp_path / "s", config=cfg)  # finished: skipped, same summary
@@ -198,6 +199,30 @@ def test_train_teacher_and_born_again_student_resume_and_refuse_other_data(tmp_p
     with pytest.raises(ValueError, match="trained on other data"):
         train_atomistic(tmp_path / "other.xyz", tmp_path / "s", config=cfg)
     assert split_structures(10, 3)[2].tolist() == split_structures(10, 3)[2].tolist()
+    with pytest.raises(ValueError, match=r"kd must name terms among"):
+        train_atomistic(path, tmp_path / "s2", config=cfg, teacher=tmp_path / "t" / "model.pt", kd=["x2y"])
+
+
+@pytest.mark.parametrize("kd", ["n2n", "e2n", "v2v"])
+def test_feature_kd_from_a_painn_teacher(tmp_path, mixed, kd):
+    """Feature KD terms on variable-size molecules/cells: the teacher's features reach the loss, which falls."""
+    from ase import Atoms
+
+    rng = np.random.default_rng(5)
+    clusters = [Atoms("Cu3", positions=rng.normal(scale=1.5, size=(3, 3)) + [[0, 0, 0], [2.5, 0, 0], [0, 2.5, 0]])
+                for _ in range(4)]
+    path = tmp_path / "set.xyz"
+    write_atoms(path, concatenate([mixed, get_labeler("emt").label(from_ase(clusters, labels=False),
+                                                                    show_progress=False)]))
+    cfg = TrainConfig(max_epochs=2, batch_size=2, lr=3e-3)
+    small = {"n_features": 8, "n_interactions": 1}
+    with pytest.warns(UserWarning, match="distinct frames"):
+        train_atomistic(path, tmp_path / "t", arch="painn", preset={"n_features": 12, "n_interactions": 2},
+                        config=cfg, val_fraction=0.2, test_fraction=0.2)
+        train_atomistic(path, tmp_path / kd, arch="painn", preset=small, config=cfg, teacher=tmp_path / "t" / "model.pt",
+                        kd=[kd], val_fraction=0.2, test_fraction=0.2)
+    log = [json.loads(line) for line in (tmp_path / kd / "log.jsonl").read_text().splitlines()]
+    assert f"loss/teacher_{kd}" in log[0]["train"] and log[-1]["train"][f"loss/teacher_{kd}"] > 0
 
 
 def _float64_model(tmp_path):
