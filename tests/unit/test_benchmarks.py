@@ -224,3 +224,22 @@ def test_energy_target_sweep_and_gauge_statistics(tmp_path):
     assert [r["arm"] for r in res["rows"]] == ["none", "node/free/1", "node/fixed/1"]
     assert res["rows"][0]["vs_mapped"]["minus_none"] == 0.0
     assert res["runs"]["node/free/1"]["0"]["vs_mapped"] != res["runs"]["node/fixed/1"]["0"]["vs_mapped"]
+
+
+def test_atomistic_kd_pairing_and_feature_gap_closed():
+    from benchmarks.atomistic_kd import paired
+    from benchmarks.feature_kd import gap_closed
+
+    rows = [dict(arm="teacher", width=32, seed=0, force_rmse_eV_per_A=0.02)]
+    for seed, (c, s) in enumerate([(0.05, 0.04), (0.06, 0.055), (0.05, 0.052)]):
+        rows += [dict(arm="control", width=4, seed=seed, force_rmse_eV_per_A=c),
+                 dict(arm="student", width=4, seed=seed, force_rmse_eV_per_A=s)]
+    p = paired(rows)["student-control w4"]
+    assert p["mean"] == pytest.approx((-0.01 - 0.005 + 0.002) / 3) and p["better"] == 2 and p["n"] == 3
+    assert p["ci95"] > 0
+    rows = [dict(arm="teacher", seed=0, force_rmse_eV_per_A=0.1, energy_rmse_meV_per_atom=1.0),
+            dict(arm="baseline", seed=0, force_rmse_eV_per_A=0.3, energy_rmse_meV_per_atom=3.0),
+            dict(arm="n2n", seed=0, force_rmse_eV_per_A=0.2, energy_rmse_meV_per_atom=3.5)]
+    g = gap_closed(rows)
+    assert g["n2n force_rmse_eV_per_A"]["mean"] == pytest.approx(0.5)  # half the gap closed
+    assert g["n2n energy_rmse_meV_per_atom"]["mean"] == pytest.approx(-0.25)  # worse than the baseline
