@@ -7,6 +7,10 @@ name in :data:`LABELERS`:
   Surf. Sci. 366, 394 (1996)); about 11 ms per 32-atom Al cell here. Its energy is an explicit per-atom sum.
 - ``xtb``: GFN2-xTB (Bannwarth, Ehlert & Grimme, JCTC 15, 1652 (2019)) through the ``tblite`` package, for
   molecules; about 3 ms per ethanol label. Needs ``pip install "cgkd[qm]"``.
+- ``chgnet``, ``sevennet``: pretrained universal models whose weights ship in their wheels (loaded from the
+  package, never from the network). Need ``pip install "cgkd[universal]"``.
+- ``dft``: Kohn-Sham DFT in PySCF (PBE/def2-SVP with density fitting by default), molecules only; seconds per
+  ethanol label. Needs ``pip install "cgkd[qm]"``.
 
 :func:`sample_md` runs Langevin MD with a labeler's calculator over temperatures and strains and keeps every
 ``interval``-th frame with its labels (the MD computes them anyway) and its provenance.
@@ -14,13 +18,18 @@ name in :data:`LABELERS`:
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
+from cgkd import units
 from cgkd.errors import require
-from cgkd.io.atoms import AtomsData, concatenate, from_ase
-from cgkd.progress import progress
+from cgkd.io.atomic import atomic_path
+from cgkd.io.atoms import EV_PER_A_TO_KJ_PER_MOL_NM, AtomsData, concatenate, from_ase
+from cgkd.progress import note, progress
 from cgkd.registry import Registry
 
 #: Labelers by name; each entry is a :class:`Labeler` subclass.
@@ -42,21 +51,56 @@ class Labeler:
     def provenance(self) -> dict:
         return {"labeler": self.name}
 
-    def label(self, data: AtomsData, *, show_progress: bool = True) -> AtomsData:
-        """A copy of ``data`` with this labeler's energies and forces, and its name in each structure's info."""
+    def label(self, data: AtomsData, *, cache=None, show_progress: bool = True) -> AtomsData:
+        """A copy of ``data`` with this labeler's energies and forces, and its provenance in each structure's info.
+
+        Parameters
+        ----------
+        data : AtomsData
+        cache : path, optional
+            A folder of finished labels, one file per configuration and labeler setting (keyed by a digest of
+            the provenance, atomic numbers, positions and cell). Labels found there are reused and new ones
+            are written as soon as they are computed, so an interrupted run resumes where it stopped.
+        show_progress : bool
+        """
         calc = self.calculator()
-        structures = []
+        cache_dir = None if cache is None else Path(cache)
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        energy = np.zeros(data.n_structures)
+        forces = np.zeros((int(data.offsets[-1]), 3))
+        reused = 0
         bar = progress(data.n_structures, f"labelling with {self.name}", unit="structure", enabled=show_progress)
         for s in range(data.n_structures):
-            atoms = data.to_ase(s)
-            atoms.calc = calc
-            atoms.get_potential_energy()
-            structures.append(_frozen(atoms))
+            a, b = data.offsets[s], data.offsets[s + 1]
+            entry = None if cache_dir is None else cache_dir / f"{self._key(data, s)}.npz"
+            if entry is not None and entry.is_file():
+                with np.load(entry) as z:
+                    energy[s], forces[a:b] = float(z["energy"]), z["forces"]
+                reused += 1
+            else:
+                atoms = data.to_ase(s)
+                atoms.calc = calc
+                energy[s] = float(atoms.get_potential_energy()) * units.EV_TO_KJ_PER_MOL
+                forces[a:b] = np.asarray(atoms.get_forces()) * EV_PER_A_TO_KJ_PER_MOL_NM
+                if entry is not None:
+                    with atomic_path(entry, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+                        np.savez(fh, energy=energy[s], forces=forces[a:b])
             bar.update(1)
         bar.close()
-        out = from_ase(structures)
-        out.info = [dict(data.info[s], **self.provenance()) for s in range(data.n_structures)]
-        return out
+        if reused and show_progress:
+            note(f"{self.name}: {reused} of {data.n_structures} labels reused from {cache_dir}")
+        return AtomsData(numbers=data.numbers, positions=data.positions, offsets=data.offsets, cells=data.cells,
+                         energy=energy, forces=forces,
+                         info=[dict(data.info[s], **self.provenance()) for s in range(data.n_structures)])
+
+    def _key(self, data: AtomsData, s: int) -> str:
+        a, b = data.offsets[s], data.offsets[s + 1]
+        h = hashlib.sha256(json.dumps(self.provenance(), sort_keys=True).encode())
+        h.update(np.ascontiguousarray(data.numbers[a:b], dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(np.round(data.positions[a:b], 9), dtype=np.float64).tobytes())
+        h.update(np.ascontiguousarray(np.round(data.cells[s], 9), dtype=np.float64).tobytes())
+        return h.hexdigest()[:32]
 
 
 def _frozen(atoms):
@@ -98,6 +142,100 @@ class XTBLabeler(Labeler):
 
     def provenance(self) -> dict:
         return {"labeler": self.name, "method": self.method}
+
+
+class _PySCFCalculator:
+    """A minimal ASE calculator running restricted Kohn-Sham DFT in PySCF (energy and forces)."""
+
+    def __new__(cls, xc: str, basis: str, density_fit: bool, charge: int, spin: int):
+        from ase.calculators.calculator import Calculator, all_changes
+
+        pyscf = require("pyscf", "qm", "the dft labeler")
+
+        class PySCFCalculator(Calculator):
+            implemented_properties = ["energy", "forces"]
+
+            def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+                import ase.units
+
+                super().calculate(atoms, properties, system_changes)
+                if np.any(self.atoms.pbc):
+                    raise ValueError("the dft labeler runs molecules only (PySCF's molecular code); got a periodic cell")
+                mol = pyscf.gto.M(atom=[(a.symbol, tuple(a.position)) for a in self.atoms], basis=basis,
+                                  unit="Angstrom", charge=charge, spin=spin, verbose=0)
+                mf = (pyscf.dft.RKS if spin == 0 else pyscf.dft.UKS)(mol)
+                mf.xc = xc
+                if density_fit:
+                    mf = mf.density_fit()
+                energy = mf.kernel()
+                if not mf.converged:
+                    raise RuntimeError(f"PySCF SCF did not converge for {self.atoms.get_chemical_formula()}")
+                grad = mf.nuc_grad_method().kernel()
+                self.results["energy"] = float(energy) * ase.units.Hartree
+                self.results["forces"] = -np.asarray(grad) * ase.units.Hartree / ase.units.Bohr
+
+        return PySCFCalculator()
+
+
+@LABELERS.register("dft")
+class DFTLabeler(Labeler):
+    """Kohn-Sham DFT through PySCF (``pip install "cgkd[qm]"``): PBE/def2-SVP with density fitting by default."""
+
+    name = "dft"
+
+    def __init__(self, xc: str = "PBE", basis: str = "def2-svp", density_fit: bool = True, charge: int = 0,
+                 spin: int = 0):
+        self.xc, self.basis, self.density_fit, self.charge, self.spin = xc, basis, bool(density_fit), int(charge), int(spin)
+
+    def calculator(self):
+        return _PySCFCalculator(self.xc, self.basis, self.density_fit, self.charge, self.spin)
+
+    def provenance(self) -> dict:
+        return {"labeler": self.name, "xc": self.xc, "basis": self.basis, "density_fit": self.density_fit}
+
+
+@LABELERS.register("chgnet")
+class CHGNetLabeler(Labeler):
+    """CHGNet (Deng et al., Nat. Mach. Intell. 5, 1031 (2023)), weights from the ``chgnet`` wheel
+    (``pip install "cgkd[universal]"``); ``model`` is one of the shipped versions (0.3.0, 0.2.0, r2scan)."""
+
+    name = "chgnet"
+
+    def __init__(self, model: str = "0.3.0"):
+        self.model = str(model)
+
+    def calculator(self):
+        require("chgnet", "universal", "the chgnet labeler")
+        from chgnet.model import CHGNet
+        from chgnet.model.dynamics import CHGNetCalculator
+
+        return CHGNetCalculator(model=CHGNet.load(model_name=self.model, use_device="cpu", verbose=False),
+                                use_device="cpu")
+
+    def provenance(self) -> dict:
+        return {"labeler": self.name, "model": self.model}
+
+
+@LABELERS.register("sevennet")
+class SevenNetLabeler(Labeler):
+    """SevenNet (Park et al., JCTC 20, 4857 (2024)), weights from the ``sevenn`` wheel
+    (``pip install "cgkd[universal]"``); ``model`` e.g. ``7net-0``, ``7net-l3i5``; ``modal`` picks the head of a
+    multi-fidelity model (``7net-mf-0``)."""
+
+    name = "sevennet"
+
+    def __init__(self, model: str = "7net-0", modal: Optional[str] = None):
+        self.model, self.modal = str(model), modal
+
+    def calculator(self):
+        require("sevenn", "universal", "the sevennet labeler")
+        from sevenn.calculator import SevenNetCalculator
+
+        kw = {"modal": self.modal} if self.modal else {}
+        return SevenNetCalculator(model=self.model, device="cpu", **kw)
+
+    def provenance(self) -> dict:
+        return {"labeler": self.name, "model": self.model, **({"modal": self.modal} if self.modal else {})}
 
 
 def thermalize(atoms, temperature: float, rng) -> None:
@@ -192,4 +330,4 @@ def fcc_cells(symbol: str, repeats: Sequence[Sequence[int]], a: Optional[float] 
     return cells
 
 
-__all__ = ["EMTLabeler", "LABELERS", "Labeler", "XTBLabeler", "fcc_cells", "get_labeler", "sample_md", "thermalize"]
+__all__ = ["CHGNetLabeler", "DFTLabeler", "EMTLabeler", "SevenNetLabeler", "LABELERS", "Labeler", "XTBLabeler", "fcc_cells", "get_labeler", "sample_md", "thermalize"]

@@ -1,4 +1,4 @@
-"""``cgkd atoms {label,train,export,md}``: atomistic data, teachers and students on the same trainer.
+"""``cgkd atoms {label,train,asteroid,export,md}``: atomistic data, teachers and students on the same trainer.
 
     cgkd atoms label --labeler emt --fcc Al --repeats 2x2x2 2x2x3 --temperatures 300 900 --out al.xyz
     cgkd atoms train al.xyz --out runs/al/teacher --preset medium
@@ -31,7 +31,9 @@ def add_parser(subparsers):
     src.add_argument("--molecule", metavar="NAME", help="start from an ase.build.molecule name (e.g. CH3CH2OH)")
     src.add_argument("--start", metavar="FILE", help="start from every structure of an ASE-readable file")
     src.add_argument("--relabel", metavar="FILE", help="no MD: label the structures of this file as they are")
-    lab.add_argument("--labeler", default="emt", help="labeler name (emt, xtb; default %(default)s)")
+    lab.add_argument("--labeler", default="emt", help="labeler name (emt, xtb, dft; default %(default)s)")
+    lab.add_argument("--cache", default=None, metavar="DIR",
+                     help="with --relabel: keep each label in DIR as it is computed and reuse it (resumable)")
     lab.add_argument("--repeats", nargs="+", type=_repeat, default=[(2, 2, 2)], metavar="AxBxC",
                      help="fcc supercell repeats, one cell size each (default 2x2x2)")
     lab.add_argument("--temperatures", nargs="+", type=float, default=[300.0], metavar="K")
@@ -58,6 +60,15 @@ def add_parser(subparsers):
     tr.add_argument("--atom-energy-weight", type=float, default=1.0)
     tr.add_argument("--born-again-epoch", type=int, default=0,
                     help="with --teacher: hand the weight from the teacher to the labels at this epoch (0: off)")
+
+    ast = sub.add_parser("asteroid", help="ASTEROID: bias-weighted training on cheap labels, fine-tuned on accurate ones")
+    ast.add_argument("--cheap", required=True, help="many cheaply labelled structures (.xyz or .db)")
+    ast.add_argument("--accurate", required=True, help="a few accurately labelled structures")
+    ast.add_argument("--out", required=True, help="run folder (bias_model/, cheap_weighted/, finetuned/)")
+    ast.add_argument("--preset", default="small", help="architecture preset or a JSON dict of its config")
+    ast.add_argument("--gamma", type=float, default=None, help="kJ/mol/nm; default the median bias")
+    ast.add_argument("--epochs", type=int, default=100)
+    ast.add_argument("--seed", type=int, default=0)
 
     ex = sub.add_parser("export", help="export an atomistic model file as a TorchScript artefact (OpenMM, OpenMM-ML)")
     ex.add_argument("model", metavar="MODEL")
@@ -88,7 +99,7 @@ def _label(args) -> int:
         return 0
     labeler = get_labeler(args.labeler)
     if args.relabel:
-        data = labeler.label(read_atoms(args.relabel))
+        data = labeler.label(read_atoms(args.relabel), cache=args.cache)
     else:
         if args.fcc:
             starts = fcc_cells(args.fcc, args.repeats)
@@ -125,6 +136,17 @@ def _train(args) -> int:
     return 0
 
 
+def _asteroid(args) -> int:
+    from cgkd.kd.asteroid import run_asteroid
+    from cgkd.train.trainer import TrainConfig
+
+    preset = json.loads(args.preset) if args.preset.lstrip().startswith("{") else args.preset
+    s = run_asteroid(args.cheap, args.accurate, args.out, preset=preset, gamma=args.gamma,
+                     config=TrainConfig(max_epochs=args.epochs, seed=args.seed, progress=True))
+    print(json.dumps({k: s[k] for k in ("model", "gamma", "finetuned")}))
+    return 0
+
+
 def _export(args) -> int:
     from cgkd.export.artefact import export_atomistic
 
@@ -143,4 +165,4 @@ def _md(args) -> int:
 
 
 def run(args) -> int:
-    return {"label": _label, "train": _train, "export": _export, "md": _md}[args.atoms_verb](args)
+    return {"label": _label, "train": _train, "asteroid": _asteroid, "export": _export, "md": _md}[args.atoms_verb](args)

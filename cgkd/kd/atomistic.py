@@ -123,8 +123,9 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
                     preset: Union[str, dict] = "small", cutoff: float = DEFAULT_CUTOFF,
                     config: Optional[TrainConfig] = None, force_weight: float = 1.0, energy_weight: float = 0.1,
                     teacher: Optional[str | Path] = None, atom_energy_weight: float = 1.0,
-                    kd: Sequence[str] = ("atom_energy",), feature_weight: float = 1.0, born_again_epoch: int = 0, split_seed: int = 0, val_fraction: float = 0.1,
-                    test_fraction: float = 0.1) -> dict:
+                    kd: Sequence[str] = ("atom_energy",), feature_weight: float = 1.0, born_again_epoch: int = 0,
+                    split_seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                    init: Optional[str | Path] = None, sample_weight: Optional[np.ndarray] = None) -> dict:
     """Train an atomistic potential (a teacher, a control, or a student of ``teacher``); resumable.
 
     Parameters
@@ -149,6 +150,11 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
         With a teacher and > 0: the Born-Again ramp, the teacher terms at weight 1 and the label terms at 0.1
         until this epoch, then the other way round.
     split_seed, val_fraction, test_fraction : the structure split (:func:`split_structures`).
+    init : path, optional
+        Start from this model file's weights and architecture (fine-tuning); ``arch``, ``preset`` and ``cutoff``
+        are then taken from it and the reference energies are not refitted.
+    sample_weight : array, shape=(n_structures,), optional
+        Per-structure weights of every loss term (e.g. ASTEROID's ``exp(-bias / gamma)``), >= 0.
 
     Returns
     -------
@@ -159,6 +165,11 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
     done = out / SUMMARY_FILE
     data_path = Path(data_path)
     digest = file_digest(data_path)
+    if sample_weight is not None:  # other weights are other training data
+        import hashlib
+
+        w = np.ascontiguousarray(np.asarray(sample_weight, dtype=np.float64))
+        digest = f"{digest}+w{hashlib.sha256(w.tobytes()).hexdigest()[:16]}"
     if done.is_file():
         summary = json.loads(done.read_text())
         if summary.get("data_digest") != digest:
@@ -180,9 +191,15 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
         raise ValueError(f"elements {missing} occur only in validation or test structures of {data_path}; the model "
                          "cannot learn them (add structures with them, or change split_seed)")
     references = fit_reference_energies(data.select(train))
-    scale = energy_scale_from_forces(data.forces[np.concatenate([np.arange(data.offsets[s], data.offsets[s + 1])
-                                                                  for s in train])])
-    pot = atomistic_potential(elements, arch, preset, cutoff, references, scale)
+    if init is not None:
+        pot = load_potential(init)
+        pot.train()
+        if list(pot.type_names) != elements:
+            raise ValueError(f"init model {init} has element types {pot.type_names}, the data {elements}")
+    else:
+        scale = energy_scale_from_forces(data.forces[np.concatenate([np.arange(data.offsets[s], data.offsets[s + 1])
+                                                                      for s in train])])
+        pot = atomistic_potential(elements, arch, preset, cutoff, references, scale)
     losses = [LossSpec("forces", weight=force_weight, target=keys.FORCES),
               LossSpec("energy_rmse_mae", weight=energy_weight, target=ENERGY_LABEL)]
     schedule = []
@@ -199,7 +216,7 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
     if kd and born_again_epoch > 0:
         schedule = born_again([f"teacher_{k}" for k in kd], ["forces", "energy_rmse_mae"], born_again_epoch)
     cfg = replace(config or TrainConfig(), losses=losses, schedule=schedule)
-    ds = AtomsSet(data, elements)
+    ds = AtomsSet(data, elements, sample_weight=sample_weight)
     result = fit(pot, ds, ds, cfg, out, train, val, teacher=teacher_model,
                  extra={"data_digest": digest, "elements": elements})
     model_file = out / "model.pt"
@@ -208,6 +225,7 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
                 "atom_energy_weight": atom_energy_weight if "atom_energy" in kd else 0.0, "kd": kd,
                 "feature_weight": feature_weight if set(kd) - {"atom_energy"} else 0.0,
                 "born_again_epoch": born_again_epoch, "split_seed": split_seed, "max_epochs": cfg.max_epochs,
+                "init": None if init is None else str(init), "weighted": sample_weight is not None,
                 "seed": cfg.seed}
     save_potential(model_file, pot, extra={"role": "atomistic", **settings})
     summary = {"model": str(model_file), "data": str(data_path), "data_digest": digest, "elements": elements,

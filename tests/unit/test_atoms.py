@@ -312,3 +312,80 @@ def test_cli_label_train_export_md(tmp_path):
     with pytest.raises(SystemExit):  # argparse: "expected a repeat like 2x2x3"
         main(["atoms", "label", "--fcc", "Al", "--repeats", "2x2", "--out", str(tmp_path / "x.xyz")])
     assert main(["atoms", "label", "--labeler", "nope", "--fcc", "Al", "--out", str(tmp_path / "y.xyz")]) == 2
+
+
+def test_label_cache_reuses_finished_labels(tmp_path, mixed):
+    from cgkd.aa.labelers import EMTLabeler
+
+    class CountingEMT(EMTLabeler):
+        calls = 0
+
+        def calculator(self):
+            from ase.calculators.emt import EMT
+
+            owner = self
+
+            class Counted(EMT):
+                def calculate(self, *args, **kwargs):
+                    owner.calls += 1
+                    return super().calculate(*args, **kwargs)
+
+            return Counted()
+
+    lab = CountingEMT()
+    part = mixed.select([0, 1])
+    first = lab.label(part, cache=tmp_path / "cache", show_progress=False)
+    assert lab.calls == 2 and len(list((tmp_path / "cache").glob("*.npz"))) == 2
+    again = lab.label(mixed.select([1, 0, 2]), cache=tmp_path / "cache", show_progress=False)
+    assert lab.calls == 3  # only structure 2 was new
+    np.testing.assert_allclose(again.energy[:2], first.energy[::-1])
+    np.testing.assert_allclose(again.energy, mixed.energy[[1, 0, 2]], rtol=1e-12)
+
+
+def test_dft_labeler_on_h2_or_a_clear_missing_extra_error():
+    from ase import Atoms
+
+    h2 = from_ase([Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])], labels=False)
+    lab = get_labeler("dft")
+    try:
+        import pyscf  # noqa: F401
+    except ImportError:
+        from cgkd.errors import MissingExtraError
+
+        with pytest.raises(MissingExtraError, match=r'cgkd\[qm\]'):
+            lab.label(h2, show_progress=False)
+        pytest.skip("pyscf is not installed (pip install \"cgkd[qm]\"); checked the error instead")
+    out = lab.label(h2, show_progress=False)
+    # H2 at 0.74 A is near the PBE minimum: small, opposite forces along the bond
+    assert out.forces[0, 2] == pytest.approx(-out.forces[1, 2], abs=1e-3)
+    assert abs(out.forces[0, 2]) < 50.0 and out.info[0]["xc"] == "PBE"
+    assert out.energy[0] == pytest.approx(-1.16 * 2625.5, rel=0.02)  # about -1.16 hartree
+
+
+def test_asteroid_down_weights_biased_cheap_labels_and_fine_tunes(tmp_path, mixed):
+    """Cheap labels = EMT with a large error on half the structures; the bias model (trained on clean labels)
+    must give those structures the lower weights, and the fine-tuned model starts from the weighted one."""
+    from cgkd.kd.asteroid import asteroid_weights, bias_estimates, run_asteroid
+
+    al = concatenate([sample_md(get_labeler("emt"), c, temperatures=[400.0, 900.0], frames_per_run=6, interval=3,
+                                seed=7, show_progress=False) for c in fcc_cells("Al", [(2, 2, 2)])])
+    rng = np.random.default_rng(0)
+    cheap = al.select(np.arange(al.n_structures))
+    bad = np.arange(al.n_structures) % 2 == 1
+    for s in np.flatnonzero(bad):
+        a, b = cheap.offsets[s], cheap.offsets[s + 1]
+        cheap.forces[a:b] += rng.normal(scale=1500.0, size=(b - a, 3))
+    write_atoms(tmp_path / "cheap.xyz", cheap)
+    write_atoms(tmp_path / "accurate.xyz", al.select(np.arange(0, al.n_structures, 2)))
+    cfg = TrainConfig(max_epochs=4, batch_size=2, lr=3e-3)
+    with pytest.warns(UserWarning, match="distinct frames"):
+        run_asteroid(tmp_path / "cheap.xyz", tmp_path / "accurate.xyz", tmp_path / "ast",
+                     preset={"n_features": 8, "n_interactions": 1, "n_radial": 6}, config=cfg)
+    bias = bias_estimates(tmp_path / "ast" / "bias_model" / "model.pt", cheap)
+    w = asteroid_weights(bias)
+    assert w[bad].max() < w[~bad].min()  # every corrupted structure weighs less than every clean one
+    tuned = json.loads((tmp_path / "ast" / "finetuned" / "atomistic.json").read_text())
+    assert tuned["settings"]["init"] == str(tmp_path / "ast" / "cheap_weighted" / "model.pt")
+    assert json.loads((tmp_path / "ast" / "cheap_weighted" / "atomistic.json").read_text())["settings"]["weighted"]
+    with pytest.raises(ValueError, match="gamma must be positive"):
+        asteroid_weights(bias, gamma=0.0)
