@@ -150,7 +150,9 @@ class _PySCFCalculator:
     def __new__(cls, xc: str, basis: str, density_fit: bool, charge: int, spin: int):
         from ase.calculators.calculator import Calculator, all_changes
 
-        pyscf = require("pyscf", "qm", "the dft labeler")
+        require("pyscf", "qm", "the dft labeler")
+        import pyscf.dft
+        import pyscf.gto
 
         class PySCFCalculator(Calculator):
             implemented_properties = ["energy", "forces"]

@@ -356,9 +356,14 @@ def test_dft_labeler_on_h2_or_a_clear_missing_extra_error():
             lab.label(h2, show_progress=False)
         pytest.skip("pyscf is not installed (pip install \"cgkd[qm]\"); checked the error instead")
     out = lab.label(h2, show_progress=False)
-    # H2 at 0.74 A is near the PBE minimum: small, opposite forces along the bond
-    assert out.forces[0, 2] == pytest.approx(-out.forces[1, 2], abs=1e-3)
-    assert abs(out.forces[0, 2]) < 50.0 and out.info[0]["xc"] == "PBE"
+    assert out.forces[0, 2] == pytest.approx(-out.forces[1, 2], abs=1e-3) and out.info[0]["xc"] == "PBE"
+    moved = []
+    for sign in (1, -1):  # forces are -dE/dx: a central difference along the bond
+        mol = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74 + sign * 1e-3]])
+        mol.calc = lab.calculator()
+        moved.append(mol.get_potential_energy())
+    fd = -(moved[0] - moved[1]) / 2e-3 * EV_PER_A_TO_KJ_PER_MOL_NM
+    assert out.forces[1, 2] == pytest.approx(fd, rel=1e-3, abs=1.0)
     assert out.energy[0] == pytest.approx(-1.16 * 2625.5, rel=0.02)  # about -1.16 hartree
 
 
@@ -389,3 +394,27 @@ def test_asteroid_down_weights_biased_cheap_labels_and_fine_tunes(tmp_path, mixe
     assert json.loads((tmp_path / "ast" / "cheap_weighted" / "atomistic.json").read_text())["settings"]["weighted"]
     with pytest.raises(ValueError, match="gamma must be positive"):
         asteroid_weights(bias, gamma=0.0)
+
+
+@pytest.mark.parametrize("name", ["chgnet", "sevennet"])
+def test_universal_model_labelers_load_shipped_weights(name):
+    """The pretrained weights come from the wheel; forces are -dE/dx (central difference, float32 models)."""
+    pytest.importorskip({"chgnet": "chgnet", "sevennet": "sevenn"}[name],
+                        reason=f'needs pip install "cgkd[universal]" for the {name} labeler')
+    cell = fcc_cells("Al", [(2, 2, 2)])[0]
+    cell.rattle(0.05, seed=2)
+    lab = get_labeler(name)
+    out = lab.label(from_ase([cell], labels=False), show_progress=False)
+    assert np.isfinite(out.energy).all() and out.info[0]["labeler"] == name
+    # a cohesive metal: a few eV per atom below free atoms
+    assert -6.0 < out.energy[0] / 32 / units.EV_TO_KJ_PER_MOL < -2.0
+    calc = lab.calculator()
+    d = 1e-3
+    moved = []
+    for sign in (1, -1):
+        a = cell.copy()
+        a.positions[5, 1] += sign * d
+        a.calc = calc
+        moved.append(a.get_potential_energy())
+    fd = -(moved[0] - moved[1]) / (2 * d) * EV_PER_A_TO_KJ_PER_MOL_NM
+    assert out.forces[5, 1] == pytest.approx(fd, abs=0.05 * EV_PER_A_TO_KJ_PER_MOL_NM)
