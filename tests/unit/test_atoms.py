@@ -418,3 +418,33 @@ def test_universal_model_labelers_load_shipped_weights(name):
         moved.append(a.get_potential_energy())
     fd = -(moved[0] - moved[1]) / (2 * d) * EV_PER_A_TO_KJ_PER_MOL_NM
     assert out.forces[5, 1] == pytest.approx(fd, abs=0.05 * EV_PER_A_TO_KJ_PER_MOL_NM)
+
+
+def test_pfd_correction_teacher_and_distillation_rounds(tmp_path):
+    """PFD with CHGNet as the universal model and EMT as the 'accurate' method: the corrected teacher is closer
+    to EMT than CHGNet zero-shot on the frames it was fitted on, and the rounds distil a student."""
+    pytest.importorskip("chgnet", reason='needs pip install "cgkd[universal]"')
+    from cgkd.kd.pfd import TeacherLabeler, fit_correction, run_pfd, teacher_errors, universal_labeler
+
+    cell = fcc_cells("Al", [(2, 2, 2)])[0]
+    acc = sample_md(get_labeler("emt"), cell, temperatures=[500.0, 900.0], frames_per_run=4, interval=3, seed=1,
+                    show_progress=False)
+    write_atoms(tmp_path / "accurate.xyz", acc)
+    write_atoms(tmp_path / "heldout.xyz", sample_md(get_labeler("emt"), cell, temperatures=[700.0], frames_per_run=2,
+                                                     interval=3, seed=9, show_progress=False))
+    uni = universal_labeler("chgnet")
+    cfg = TrainConfig(max_epochs=20, batch_size=2, lr=3e-3)
+    fit_correction(uni, tmp_path / "accurate.xyz", tmp_path / "corr",
+                   preset={"n_features": 8, "n_interactions": 1, "n_radial": 6}, config=cfg)
+    teacher = TeacherLabeler(uni, tmp_path / "corr" / "correction" / "model.pt")
+    zero_shot = teacher_errors(uni, acc)
+    fitted = teacher_errors(teacher, acc)
+    assert fitted["force_rmse"] < zero_shot["force_rmse"]
+    res = run_pfd(teacher, [cell], tmp_path / "heldout.xyz", tmp_path / "pfd", temperatures=[700.0],
+                  frames_per_round=3, interval=2, max_rounds=2, tol=-1.0,
+                  preset={"n_features": 4, "n_interactions": 1, "n_radial": 4},
+                  config=TrainConfig(max_epochs=2, batch_size=2))
+    assert [r["synthetic_frames"] for r in res["rounds"]] == [3, 6]
+    assert all(np.isfinite(r["heldout"]["force_rmse"]) for r in res["rounds"])
+    synth = read_atoms(tmp_path / "pfd" / "synthetic_round0.xyz")
+    assert synth.info[0]["labeler"] == "chgnet+correction"
