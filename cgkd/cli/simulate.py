@@ -13,7 +13,7 @@ def add_parser(subparsers):
     p.add_argument("--replicas", type=int, default=4)
     p.add_argument("--steps", type=int, default=10000)
     p.add_argument("--timestep", type=float, default=None,
-                   help="ps (default 0.004 for an artefact, 0.016 for a native student)")
+                   help="ps (default 0.016, or 0.002 for a model with bonded priors: cgkd.openmm.md.default_timestep)")
     p.add_argument("--friction", type=float, default=1.0, help="1/ps (default 1)")
     p.add_argument("--temperature", type=float, default=None, help="K (default: the CG dataset's)")
     p.add_argument("--report-interval", type=int, default=100, help="steps between frames and checks")

@@ -54,8 +54,22 @@ from cgkd.openmm.system import as_artefact, create_system
 MIN_DISTANCE_FACTOR = 0.75
 COLLAPSE_FRAMES = 200
 COLLAPSE_CHECKS = 2
-#: Default time step (ps) per model kind (docs/benchmarks.md, the time-step probe of benchmarks.native_speed).
-DEFAULT_TIMESTEP = {"neural": 0.004, "native": 0.016}
+#: Default time step (ps) per model kind for models without bonded priors (docs/benchmarks.md, section 4 and
+#: 5c): the native time-step probe kept temperature and structure up to 48 fs (2 x 500 ps); two neural students of
+#: the reline box kept them at 16 fs over 8 replicas x 1 ns each (RDF TAE as at 4 fs).
+DEFAULT_TIMESTEP = {"neural": 0.016, "native": 0.016}
+#: Default time step (ps) of a model with bonded priors (molecules: bond vibrations), the step the peptide runs
+#: used; larger steps were not probed.
+BONDED_TIMESTEP = 0.002
+
+
+def default_timestep(kind: str, bonded_priors: Optional[dict] = None) -> float:
+    """The default MD time step (ps) of a model kind (``neural`` or ``native``) given its bonded priors."""
+    if kind not in DEFAULT_TIMESTEP:
+        raise ValueError(f"kind must be one of {sorted(DEFAULT_TIMESTEP)}, got {kind!r}")
+    if any(bonded_priors.get(k) for k in ("bonds", "angles", "dihedrals", "impropers")) if bonded_priors else False:
+        return BONDED_TIMESTEP
+    return DEFAULT_TIMESTEP[kind]
 #: Runaway: potential energy per bead rising more than this many kT above its initial value.
 RUNAWAY_KT_PER_BEAD = 20.0
 #: Runaway: instantaneous kinetic temperature above this multiple of the thermostat's (a bead shot off at
@@ -189,8 +203,9 @@ def run_cg_md(
     steps : int
         MD steps per replica.
     timestep : float, ps, optional
-        Default ``DEFAULT_TIMESTEP`` of the model kind: 4 fs for neural artefacts, 16 fs for native students
-        (their time-step probe kept temperature and structure up to 32 fs: docs/benchmarks.md).
+        Default :func:`default_timestep`: 16 fs for neural and native models without bonded priors (their probes
+        kept temperature and structure: docs/benchmarks.md, sections 4 and 5c), 2 fs for models with bonded
+        priors (molecules).
     friction : float, 1/ps
     temperature : float, K, optional
         Default: the CG data's temperature.
@@ -250,10 +265,13 @@ def run_cg_md(
     native = load_native(artefact) if isinstance(artefact, (str, Path)) and is_native_file(artefact) else artefact
     if isinstance(native, NativeModel):
         names, dtype, model_kind = list(native.type_names), "float64", "native"
+        bonded = native.bonded_priors
     else:
         module, metadata = as_artefact(artefact)
         names, dtype, model_kind = list(metadata["type_names"]), metadata["dtype"], "neural"
-    timestep = DEFAULT_TIMESTEP[model_kind] if timestep is None else float(units.strip(timestep, units.TIME, "timestep"))
+        bonded = metadata.get("bonded_priors")
+    timestep = default_timestep(model_kind, bonded) if timestep is None else float(
+        units.strip(timestep, units.TIME, "timestep"))
     if not (np.isfinite(timestep) and timestep > 0):
         raise ValueError(f"timestep must be positive (ps), got {timestep}")
     types = data.topology.type_indices(names, "the potential")

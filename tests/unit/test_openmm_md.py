@@ -89,7 +89,7 @@ def test_collapse_threshold_from_aa_data(tmp_path, artefact):
     assert np.all((dmin > 0.45) & (dmin < 0.6))
     # a threshold above any distance the liquid can reach makes every replica fail at the second check (a pair
     # must stay below it for two checks in a row)
-    summary = run_cg_md(artefact, data, tmp_path / "run", n_replicas=1, steps=60, report_interval=20,
+    summary = run_cg_md(artefact, data, tmp_path / "run", n_replicas=1, steps=60, report_interval=20, timestep=0.004,
                         min_distance=5.0, backend="python", platform="Reference", progress=False)
     r = summary["replicas"][0]
     assert not r["survived"] and "closer than" in r["failure"] and r["time_to_failure_ps"] == pytest.approx(0.16)
@@ -289,3 +289,13 @@ def test_runaway_temperature_bar_allows_the_fluctuations_of_small_systems():
     t_ratio = chi2.rvs(12, size=200_000, random_state=rng) / 12
     assert np.mean(t_ratio > RUNAWAY_TEMPERATURE_FACTOR) > 1e-4
     assert np.mean(t_ratio > runaway_temperature_factor(12)) == 0.0
+
+
+def test_default_timestep_follows_the_bonded_priors():
+    from cgkd.openmm.md import BONDED_TIMESTEP, DEFAULT_TIMESTEP, default_timestep
+
+    assert default_timestep("neural") == DEFAULT_TIMESTEP["neural"] == 0.016
+    assert default_timestep("native", {"bonds": [], "angles": []}) == 0.016  # empty kinds: no bonded terms
+    assert default_timestep("neural", {"bonds": [{"types": ["A", "B"], "r0": 0.3, "k": 1e4}]}) == BONDED_TIMESTEP
+    with pytest.raises(ValueError, match="kind must be one of"):
+        default_timestep("gpu")
