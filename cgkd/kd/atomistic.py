@@ -136,7 +136,8 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
         Run folder: ``checkpoint.pt``, ``log.jsonl``, ``model.pt`` and ``atomistic.json`` (written last).
     arch, preset, cutoff : the model (see :func:`atomistic_potential`).
     config : TrainConfig, optional
-        Epochs, batch size, learning rate, seed ...; its ``losses`` and ``schedule`` are set here.
+        Epochs, batch size, learning rate, seed ...; its ``losses`` and ``schedule`` are set here, and its
+        ``monitor`` (the validation quantity that picks the best model) defaults to ``forces``.
     force_weight, energy_weight : float
         Weights of the ``forces`` and ``energy_rmse_mae`` terms (both RMSE + MAE).
     teacher : path, optional
@@ -215,7 +216,11 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
                                target=target, source="teacher", name=f"teacher_{k}"))
     if kd and born_again_epoch > 0:
         schedule = born_again([f"teacher_{k}" for k in kd], ["forces", "energy_rmse_mae"], born_again_epoch)
-    cfg = replace(config or TrainConfig(), losses=losses, schedule=schedule)
+    cfg = config or TrainConfig()
+    # the best model is the one with the lowest validation force loss against the labels, for every arm alike: a
+    # KD student's total loss also rewards imitating its teacher (a Born-Again student picked by it is the
+    # teacher-imitation phase before the switch)
+    cfg = replace(cfg, losses=losses, schedule=schedule, monitor=cfg.monitor or "forces")
     ds = AtomsSet(data, elements, sample_weight=sample_weight)
     result = fit(pot, ds, ds, cfg, out, train, val, teacher=teacher_model,
                  extra={"data_digest": digest, "elements": elements})

@@ -193,6 +193,9 @@ def test_train_teacher_and_born_again_student_resume_and_refuse_other_data(tmp_p
     assert set(log[0]["weights"]) == {"forces", "energy_rmse_mae", "teacher_atom_energy"}
     assert log[0]["weights"]["teacher_atom_energy"] == 1.0 and log[0]["weights"]["forces"] == pytest.approx(0.1)
     assert log[-1]["weights"]["teacher_atom_energy"] == pytest.approx(0.1) and log[-1]["weights"]["forces"] == 1.0
+    # the best epoch is picked by the validation force loss, not the total that also rewards imitating the teacher
+    best = min(range(len(log)), key=lambda k: log[k]["val"]["loss/forces"])
+    assert student["best_epoch"] == log[best]["epoch"]
     again = train_atomistic(path, tmp_path / "s", config=cfg)  # finished: skipped, same summary
     assert again == student
     write_atoms(tmp_path / "other.xyz", mixed.select([0, 1, 2]))
