@@ -221,14 +221,18 @@ class EnergyLoss(LossTerm):
     def _gauge(self, d: Tensor, w: Tensor, batch: Dict[str, Tensor]) -> Tensor:
         return d
 
-    def forward(self, outputs, batch, teacher_outputs=None):
+    def _per_bead_residual(self, outputs, batch, teacher_outputs):
+        """``((E - E_target) / n_beads, frame weights)``, each of shape (G,), after this term's gauge."""
         pred = outputs[keys.ENERGY]
         target = self._get_target(batch, teacher_outputs).to(pred.dtype)
         if target.shape != pred.shape:
             raise ValueError(f"energy target {self.target!r} has shape {tuple(target.shape)}, model energy {tuple(pred.shape)}")
         n_per = torch.bincount(batch["batch"], minlength=pred.shape[0]).to(pred.dtype)
         w = self.frame_weights(batch, pred)
-        d = self._gauge((pred - target) / n_per, w, batch)
+        return self._gauge((pred - target) / n_per, w, batch), w
+
+    def forward(self, outputs, batch, teacher_outputs=None):
+        d, w = self._per_bead_residual(outputs, batch, teacher_outputs)
         mse = weighted_mean(d.pow(2), w)
         return mse, {"energy_rmse_per_bead": float(torch.sqrt(mse.detach()))}
 
@@ -258,13 +262,7 @@ class EnergyRMSEMAELoss(EnergyLoss):
     default_target = keys.ENERGY
 
     def forward(self, outputs, batch, teacher_outputs=None):
-        pred = outputs[keys.ENERGY]
-        target = self._get_target(batch, teacher_outputs).to(pred.dtype)
-        if target.shape != pred.shape:
-            raise ValueError(f"energy target {self.target!r} has shape {tuple(target.shape)}, model energy {tuple(pred.shape)}")
-        n_per = torch.bincount(batch["batch"], minlength=pred.shape[0]).to(pred.dtype)
-        w = self.frame_weights(batch, pred)
-        d = (pred - target) / n_per
+        d, w = self._per_bead_residual(outputs, batch, teacher_outputs)
         rmse = torch.sqrt(weighted_mean(d.pow(2), w) + 1e-12)
         mae = weighted_mean(d.abs(), w)
         return rmse + mae, {"energy_rmse_per_atom": float(rmse.detach()), "energy_mae_per_atom": float(mae.detach())}
