@@ -112,7 +112,7 @@ def cost_per_atom(model_file, repeats=(4, 4, 4), repeats_timed: int = 5) -> dict
     return {"us_per_atom": 1e6 * wall / n, "saved_bytes_per_atom": saved[0] / n, "n_atoms": n}
 
 
-def run(preset: AtomisticPreset, out: Path, name: str) -> dict:
+def run(preset: AtomisticPreset, out: Path, name: str, born_again: bool = True) -> dict:
     from cgkd.aa.labelers import fcc_cells, get_labeler, sample_md
     from cgkd.io.atoms import concatenate, write_atoms
     from cgkd.kd.atomistic import train_atomistic
@@ -146,6 +146,8 @@ def run(preset: AtomisticPreset, out: Path, name: str) -> dict:
                 s = train_atomistic(data_path, out / f"{arm}_w{width}_s{seed}", preset=_config(width, 1, min(radial, 8)),
                                     config=cfg(preset.epochs, seed), **common, **kw)
                 rows.append(dict(arm=arm, width=width, seed=seed, **_row(s)))
+        if not born_again:
+            continue
         ba = train_atomistic(data_path, out / f"born_again_s{seed}", preset=_config(f, layers, radial),
                              config=cfg(preset.teacher_epochs, 100 + seed), teacher=t_model,
                              atom_energy_weight=preset.atom_energy_weight,
@@ -243,8 +245,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     p.add_argument("--out", type=Path, default=Path("runs/atomistic-kd"))
+    p.add_argument("--energy-weight", type=float, default=None, help="weight of the energy term (default: the preset's)")
+    p.add_argument("--widths", type=int, nargs="+", default=None, help="student widths (default: the preset's)")
+    p.add_argument("--no-born-again", action="store_true", help="skip the Born-Again and same-size control arms")
     args = p.parse_args(argv)
-    result = run(PRESETS[args.preset], args.out, args.preset)
+    from dataclasses import replace
+
+    preset, name = PRESETS[args.preset], args.preset
+    if args.energy_weight is not None:
+        preset, name = replace(preset, energy_weight=args.energy_weight), f"{name}_ew{args.energy_weight:g}"
+    if args.widths:
+        preset = replace(preset, widths=tuple(args.widths))
+    result = run(preset, args.out, name, born_again=not args.no_born_again)
     print(markdown(result))
     print(json.dumps(result["paired"], indent=1))
     return 0
