@@ -155,12 +155,24 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     p.add_argument("--stage", default="all", choices=["data", "arms", "all"])
     p.add_argument("--out", type=Path, default=Path("runs/asteroid"))
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of the arms (default: the preset's); "
+                   "one process per seed shares the data and writes asteroid_<preset>_s<seeds>.json")
+    p.add_argument("--sizes", type=int, nargs="+", default=None, help="numbers of accurate labels")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of every training (default: the preset's)")
     args = p.parse_args(argv)
-    preset = PRESETS[args.preset]
+    from dataclasses import replace
+
+    preset, name = PRESETS[args.preset], args.preset
+    if args.sizes:
+        preset = replace(preset, sizes=tuple(args.sizes))
+    if args.epochs:
+        preset, name = replace(preset, epochs=args.epochs, finetune_epochs=args.epochs), f"{name}_e{args.epochs}"
+    if args.seeds is not None:
+        preset, name = replace(preset, seeds=tuple(args.seeds)), f"{name}_s{'-'.join(map(str, args.seeds))}"
     if args.stage in ("data", "all"):
         print(json.dumps({k: v for k, v in data(preset, args.out).items() if k != "picked"}))
     if args.stage in ("arms", "all"):
-        print(json.dumps(arms(preset, args.out, args.preset)["summary"], indent=1))
+        print(json.dumps(arms(preset, args.out, name)["summary"], indent=1))
     return 0
 
 
