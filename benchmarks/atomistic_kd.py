@@ -216,7 +216,6 @@ def plot(result: dict, path: Path) -> None:
             if pts:
                 x, y = zip(*pts)
                 ax.scatter(x, y, c=colour, label=arm, s=18, alpha=0.8)
-        ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("test force RMSE (eV/A)")
     axes[1].legend(fontsize=7)
