@@ -112,7 +112,7 @@ def cost_per_atom(model_file, repeats=(4, 4, 4), repeats_timed: int = 5) -> dict
     return {"us_per_atom": 1e6 * wall / n, "saved_bytes_per_atom": saved[0] / n, "n_atoms": n}
 
 
-def run(preset: AtomisticPreset, out: Path, name: str, born_again: bool = True) -> dict:
+def run(preset: AtomisticPreset, out: Path, name: str, born_again: bool = True, labeler: str = "emt") -> dict:
     from cgkd.aa.labelers import fcc_cells, get_labeler, sample_md
     from cgkd.io.atoms import concatenate, write_atoms
     from cgkd.kd.atomistic import train_atomistic
@@ -127,6 +127,13 @@ def run(preset: AtomisticPreset, out: Path, name: str, born_again: bool = True) 
                           equilibration=preset.equilibration, seed=1000 * k)
                 for k, cell in enumerate(fcc_cells("Al", preset.repeats))]
         write_atoms(data_path, concatenate(sets))
+    if labeler != "emt":  # the same configurations, labelled by another method (e.g. a universal model)
+        relabelled = out / f"al_{labeler}.xyz"
+        if not relabelled.exists():
+            from cgkd.io.atoms import read_atoms
+
+            write_atoms(relabelled, get_labeler(labeler).label(read_atoms(data_path), cache=out / f"{labeler}_cache"))
+        data_path = relabelled
     label_s = time.perf_counter() - t0
 
     def cfg(epochs, seed):
@@ -247,6 +254,8 @@ def main(argv=None) -> int:
     p.add_argument("--energy-weight", type=float, default=None, help="weight of the energy term (default: the preset's)")
     p.add_argument("--widths", type=int, nargs="+", default=None, help="student widths (default: the preset's)")
     p.add_argument("--no-born-again", action="store_true", help="skip the Born-Again and same-size control arms")
+    p.add_argument("--labels", default="emt", help="label the EMT-sampled configurations with this labeler instead "
+                   "(e.g. chgnet: energies that are not an explicit per-atom sum)")
     args = p.parse_args(argv)
     from dataclasses import replace
 
@@ -255,7 +264,9 @@ def main(argv=None) -> int:
         preset, name = replace(preset, energy_weight=args.energy_weight), f"{name}_ew{args.energy_weight:g}"
     if args.widths:
         preset = replace(preset, widths=tuple(args.widths))
-    result = run(preset, args.out, name, born_again=not args.no_born_again)
+    if args.labels != "emt":
+        name = f"{name}_{args.labels}"
+    result = run(preset, args.out, name, born_again=not args.no_born_again, labeler=args.labels)
     print(markdown(result))
     print(json.dumps(result["paired"], indent=1))
     return 0
