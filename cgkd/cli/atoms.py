@@ -76,7 +76,9 @@ def add_parser(subparsers):
     ex.add_argument("--periodic", action=argparse.BooleanOptionalAction, required=True,
                     help="whether the systems it runs on are periodic")
 
-    md = sub.add_parser("md", help="Langevin MD in ASE with a cgkd model; writes an extended XYZ trajectory")
+    md = sub.add_parser("md", help="Langevin MD (ASE or OpenMM) with a cgkd model; writes an extended XYZ trajectory")
+    md.add_argument("--engine", choices=["ase", "openmm"], default="ase",
+                    help="ase: cgkd's ASE calculator; openmm: the exported model in an OpenMM System (TorchForce)")
     md.add_argument("model", metavar="MODEL", help="model.pt or an exported artefact")
     md.add_argument("--start", required=True, help="ASE-readable file; its first structure starts the run")
     md.add_argument("--steps", type=int, default=1000)
@@ -156,10 +158,13 @@ def _export(args) -> int:
 
 
 def _md(args) -> int:
-    from cgkd.export.ase_calculator import run_ase_md
+    if args.engine == "openmm":
+        from cgkd.openmm.atomistic import run_openmm_md as run_md
+    else:
+        from cgkd.export.ase_calculator import run_ase_md as run_md
 
-    s = run_ase_md(args.model, args.start, args.out, steps=args.steps, timestep_fs=args.timestep_fs,
-                   temperature=args.temperature, every=args.every, seed=args.seed)
+    s = run_md(args.model, args.start, args.out, steps=args.steps, timestep_fs=args.timestep_fs,
+               temperature=args.temperature, every=args.every, seed=args.seed)
     print(json.dumps(s))
     return 0
 

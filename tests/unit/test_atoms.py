@@ -312,6 +312,16 @@ def test_cli_label_train_export_md(tmp_path):
     assert main(["atoms", "md", str(tmp_path / "m.pt"), "--start", str(xyz), "--steps", "4", "--every", "2",
                  "--out", str(tmp_path / "md.xyz")]) == 0
     assert read_atoms(tmp_path / "md.xyz").n_structures == 2
+    assert main(["atoms", "md", str(tmp_path / "m" / "model.pt"), "--engine", "openmm", "--start", str(xyz), "--steps",
+                 "4", "--every", "2", "--timestep-fs", "1", "--out", str(tmp_path / "md_openmm.xyz")]) == 0
+    traj = read_atoms(tmp_path / "md_openmm.xyz")
+    assert traj.n_structures == 2 and traj.info[0]["engine"] == "openmm"
+    # the OpenMM forces of a frame are the model's, evaluated again through the ASE calculator
+    from cgkd.export.ase_calculator import CgkdCalculator
+
+    frame = traj.to_ase(1)
+    frame.calc = CgkdCalculator(tmp_path / "m" / "model.pt")
+    np.testing.assert_allclose(frame.get_forces() * EV_PER_A_TO_KJ_PER_MOL_NM, traj.forces[32:], rtol=1e-3, atol=0.5)
     with pytest.raises(SystemExit):  # argparse: "expected a repeat like 2x2x3"
         main(["atoms", "label", "--fcc", "Al", "--repeats", "2x2", "--out", str(tmp_path / "x.xyz")])
     assert main(["atoms", "label", "--labeler", "nope", "--fcc", "Al", "--out", str(tmp_path / "y.xyz")]) == 2
