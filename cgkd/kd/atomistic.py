@@ -97,6 +97,34 @@ def atomistic_potential(elements: Sequence[str], arch: str = "hipnn", preset: Un
     return pot
 
 
+def rereference(potential: CGPotential, data: AtomsData, batch_size: int = 32) -> Dict[str, float]:
+    """Shift the per-element energies of ``potential`` to the energy zero of ``data``'s labels, in place.
+
+    Labels of another method (PBE after xTB, EMT after a universal model) differ by a per-element constant that
+    forces never see; fine-tuning would spend its epochs on it. The correction is the least-squares fit of the
+    energy residual ``E_label - E_model`` on composition (:func:`cgkd.data.atoms.fit_reference_energies`), added to
+    the per-type shift. Returns it (kJ/mol per atom, by element).
+    """
+    if data.energy is None:
+        raise ValueError("data must have energies to re-reference a potential")
+    ds = AtomsSet(data, potential.type_names, dtype=next(potential.parameters()).dtype)
+    pred = np.zeros(data.n_structures)
+    potential.eval()
+    with torch.no_grad():
+        for start in range(0, data.n_structures, batch_size):
+            idx = np.arange(start, min(start + batch_size, data.n_structures))
+            b = ds.batch(idx)
+            out = potential.forward_batch(b[keys.POSITIONS], b[keys.TYPES], b[keys.BOX], b["batch"], b["n_graphs"])
+            pred[idx] = out[keys.ENERGY].double().numpy()
+    residual = AtomsData(numbers=data.numbers, positions=data.positions, offsets=data.offsets, cells=data.cells,
+                         energy=data.energy - pred)
+    delta = fit_reference_energies(residual, elements=potential.type_names)
+    with torch.no_grad():
+        shift = potential.model.scale_shift.shift
+        shift.add_(torch.tensor([delta[e] for e in potential.type_names], dtype=shift.dtype))
+    return delta
+
+
 def evaluate_atomistic(potential: CGPotential, data: AtomsData, indices: Optional[Sequence[int]] = None,
                        batch_size: int = 16) -> dict:
     """Force and energy errors of ``potential`` on labelled structures (kJ/mol/nm, kJ/mol per atom, and eV units)."""
@@ -153,7 +181,8 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
     split_seed, val_fraction, test_fraction : the structure split (:func:`split_structures`).
     init : path, optional
         Start from this model file's weights and architecture (fine-tuning); ``arch``, ``preset`` and ``cutoff``
-        are then taken from it and the reference energies are not refitted.
+        are then taken from it, and its per-element energies are moved to the new labels' zero first
+        (:func:`rereference`).
     sample_weight : array, shape=(n_structures,), optional
         Per-structure weights of every loss term (e.g. ASTEROID's ``exp(-bias / gamma)``), >= 0.
 
@@ -194,9 +223,10 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
     references = fit_reference_energies(data.select(train))
     if init is not None:
         pot = load_potential(init)
-        pot.train()
         if list(pot.type_names) != elements:
             raise ValueError(f"init model {init} has element types {pot.type_names}, the data {elements}")
+        rereference(pot, data.select(train))
+        pot.train()
     else:
         scale = energy_scale_from_forces(data.forces[np.concatenate([np.arange(data.offsets[s], data.offsets[s + 1])
                                                                       for s in train])])
@@ -242,4 +272,4 @@ def train_atomistic(data_path: str | Path, out_dir: str | Path, *, arch: str = "
     return summary
 
 
-__all__ = ["DEFAULT_CUTOFF", "KD_TERMS", "atomistic_potential", "evaluate_atomistic", "split_structures", "train_atomistic"]
+__all__ = ["DEFAULT_CUTOFF", "KD_TERMS", "rereference", "atomistic_potential", "evaluate_atomistic", "split_structures", "train_atomistic"]

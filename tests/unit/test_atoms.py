@@ -461,3 +461,27 @@ def test_pfd_correction_teacher_and_distillation_rounds(tmp_path):
     assert all(np.isfinite(r["heldout"]["force_rmse"]) for r in res["rounds"])
     synth = read_atoms(tmp_path / "pfd" / "synthetic_round0.xyz")
     assert synth.info[0]["labeler"] == "chgnet+correction"
+
+
+def test_fine_tuning_moves_the_energy_zero_to_the_new_labels(tmp_path, mixed):
+    """Labels shifted by a per-element constant (another method's zero): after re-referencing, the init model's
+    energy error is no worse than on its own labels, instead of the constant."""
+    from cgkd.kd.atomistic import rereference
+    from cgkd.nn.potential import load_potential
+
+    al = mixed.select([0, 1, 2, 3])
+    write_atoms(tmp_path / "a.xyz", al)
+    cfg = TrainConfig(max_epochs=2, batch_size=2)
+    with pytest.warns(UserWarning, match="distinct frames"):
+        first = train_atomistic(tmp_path / "a.xyz", tmp_path / "m", config=cfg, val_fraction=0.25, test_fraction=0.25,
+                                preset={"n_features": 4, "n_interactions": 1, "n_radial": 4})
+    shifted = al.select(range(4))
+    shifted.energy = shifted.energy - 5000.0 * shifted.n_atoms  # -5000 kJ/mol per Al atom
+    pot = load_potential(first["model"])
+    delta = rereference(pot, shifted)
+    assert delta["Al"] == pytest.approx(-5000.0, abs=50.0)
+    from cgkd.kd.atomistic import evaluate_atomistic
+
+    # no worse than the init model on its own labels (the fit also removes the init model's own mean offset)
+    assert evaluate_atomistic(pot, shifted)["energy_rmse_per_atom"] <= 1.01 * evaluate_atomistic(
+        load_potential(first["model"]), al)["energy_rmse_per_atom"] + 0.1
