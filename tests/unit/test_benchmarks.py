@@ -105,11 +105,16 @@ def test_check_device_and_rss():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
             check_device("cuda")
+    import mmap
+
     reset_peak_rss()
     base = rss_bytes()
-    block = np.ones(50_000_000 // 8)  # 50 MB touched
+    # 50 MB of fresh pages, touched: an anonymous map (a numpy array may reuse heap pages earlier tests freed)
+    block = mmap.mmap(-1, 50_000_000)
+    for offset in range(0, 50_000_000, 4096):
+        block[offset] = 1
     assert peak_rss_bytes() - base > 40_000_000
-    del block
+    block.close()
 
 
 def test_shards_and_their_errors(tmp_path):
