@@ -26,7 +26,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from benchmarks.common import machine_info, save_result
+from benchmarks.common import machine_info, mean_ci, save_result
 
 ARMS = ("scratch", "cheap", "pooled", "cheap_finetune", "asteroid")
 
@@ -143,10 +143,8 @@ def summarise(rows) -> dict:
     out = {}
     for arm in ARMS:
         for n in sorted({r["n"] for r in rows if r["arm"] == arm}):
-            v = np.array([r["force_rmse_eV_per_A"] for r in rows if r["arm"] == arm and r["n"] == n])
-            half = 1.96 * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
-            out[f"{arm} n={n}"] = {"force_rmse_meV_per_A": 1e3 * float(v.mean()), "ci95": 1e3 * float(half),
-                                   "n_seeds": int(len(v))}
+            mean, half, k = mean_ci([1e3 * r["force_rmse_eV_per_A"] for r in rows if r["arm"] == arm and r["n"] == n])
+            out[f"{arm} n={n}"] = {"force_rmse_meV_per_A": mean, "ci95": half, "n_seeds": k}
     return out
 
 

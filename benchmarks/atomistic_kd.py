@@ -32,7 +32,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from benchmarks.common import machine_info, save_result
+from benchmarks.common import machine_info, mean_ci, save_result
 
 
 @dataclass(frozen=True)
@@ -184,13 +184,13 @@ def _row(summary: dict) -> dict:
 
 
 def paired(rows) -> dict:
-    """Student - control force RMSE per width (paired by seed), and Born-Again - teacher-size control."""
+    """Student - control force RMSE per width (paired by seed), and Born-Again - teacher-size control; mean and
+    95 % Student-t half-width."""
     out = {}
 
     def stats(d):
-        d = np.asarray(d, dtype=float)
-        half = 1.96 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-        return {"mean": float(d.mean()), "ci95": float(half), "better": int((d < 0).sum()), "n": int(len(d))}
+        mean, half, n = mean_ci(d)
+        return {"mean": mean, "ci95": half, "better": int((np.asarray(d) < 0).sum()), "n": n}
 
     by = {(r["arm"], r["width"], r["seed"]): r["force_rmse_eV_per_A"] for r in rows}
     for width in sorted({r["width"] for r in rows if r["arm"] == "student"}):

@@ -1,4 +1,5 @@
-"""Shared helpers of the benchmark scripts: machine description, device check, result files, RSS."""
+"""Shared helpers of the benchmark scripts: machine description, device check, result files, RSS, and the
+mean with its 95 % Student-t confidence interval."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
 
 from cgkd.io.atomic import write_text
 
@@ -87,3 +90,25 @@ def reset_peak_rss() -> None:
     """Reset VmHWM to the current RSS (Linux ``clear_refs`` value 5)."""
     with open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")
+
+
+#: Two-sided 95 % Student-t quantiles by degrees of freedom.
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t95(dof: int) -> float:
+    if dof < 1:
+        return float("nan")
+    keys_ = sorted(T95)
+    return T95[max(k for k in keys_ if k <= dof)] if dof < 30 else 1.96 + (2.042 - 1.96) * 30 / dof
+
+
+def mean_ci(x: Sequence[float]) -> Tuple[float, float, int]:
+    """Mean and the half-width of its 95 % confidence interval (t over n - 1 degrees of freedom)."""
+    x = np.asarray([v for v in x if v is not None and np.isfinite(v)], dtype=np.float64)
+    if len(x) == 0:
+        return float("nan"), float("nan"), 0
+    if len(x) == 1:
+        return float(x[0]), float("nan"), 1
+    return float(x.mean()), float(t95(len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))), len(x)

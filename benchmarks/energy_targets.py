@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from benchmarks.common import save_result
-from benchmarks.learning_curve import mean_ci
+from benchmarks.common import mean_ci
 
 #: (label, energy_target, gauge, weight)
 DEFAULT_ARMS: Tuple[Tuple[str, str, str, float], ...] = (

@@ -28,7 +28,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from benchmarks.common import machine_info, save_result
+from benchmarks.common import machine_info, mean_ci, save_result
 
 ARMS = ("baseline", "n2n", "e2n", "v2v", "output")
 
@@ -115,7 +115,7 @@ def _row(summary: dict) -> dict:
 
 
 def gap_closed(rows) -> dict:
-    """Per arm and quantity: (baseline - arm) / (baseline - teacher), paired by seed; mean, 95 % half-width."""
+    """Per arm and quantity: (baseline - arm) / (baseline - teacher), paired by seed; mean, 95 % t half-width."""
     teacher = next(r for r in rows if r["arm"] == "teacher")
     by = {(r["arm"], r["seed"]): r for r in rows}
     out = {}
@@ -127,10 +127,8 @@ def gap_closed(rows) -> dict:
                     base = by[("baseline", s)][q]
                     gap = base - teacher[q]
                     vals.append((base - r[q]) / gap if gap != 0 else float("nan"))
-            v = np.asarray(vals, dtype=float)
-            half = 1.96 * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
-            out[f"{arm} {q}"] = {"mean": float(v.mean()) if len(v) else None, "ci95": float(half), "n": int(len(v)),
-                                 "values": v.tolist()}
+            mean, half, n = mean_ci(vals)
+            out[f"{arm} {q}"] = {"mean": mean, "ci95": half, "n": n, "values": [float(v) for v in vals]}
     return out
 
 

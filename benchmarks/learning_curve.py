@@ -26,11 +26,11 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from benchmarks.common import save_result
+from benchmarks.common import mean_ci, save_result, t95  # noqa: F401  (mean_ci, t95 re-exported)
 from cgkd.io.atomic import write_text
 
 
@@ -64,28 +64,6 @@ PRESETS: Dict[str, LCPreset] = {
     "cpu": LCPreset(n_grid=(8, 16, 32, 64, 128, 256, 512), seeds=(0, 1, 2, 3, 4), members=8, teacher_preset="small",
                     student_preset="small", teacher_epochs=30, student_epochs=30, test_frames=128),
 }
-
-#: Two-sided 95 % Student-t quantiles by degrees of freedom.
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-       15: 2.131, 20: 2.086, 30: 2.042}
-
-
-def t95(dof: int) -> float:
-    if dof < 1:
-        return float("nan")
-    keys_ = sorted(T95)
-    return T95[max(k for k in keys_ if k <= dof)] if dof < 30 else 1.96 + (2.042 - 1.96) * 30 / dof
-
-
-def mean_ci(x: Sequence[float]) -> Tuple[float, float, int]:
-    """Mean and the half-width of its 95 % confidence interval (t over n - 1 degrees of freedom)."""
-    x = np.asarray([v for v in x if v is not None and np.isfinite(v)], dtype=np.float64)
-    if len(x) == 0:
-        return float("nan"), float("nan"), 0
-    if len(x) == 1:
-        return float(x[0]), float("nan"), 1
-    return float(x.mean()), float(t95(len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))), len(x)
-
 
 def cell_frames(n_total: int, n_train: int, val_frames: int, test_frames: int) -> Dict[str, List[int]]:
     """Train frames evenly spread over the frames before the validation and test blocks; test last."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from benchmarks.common import RESULTS as RESULTS_DIR, save_result
-from benchmarks.learning_curve import mean_ci
+from benchmarks.common import mean_ci
 from cgkd.io.atomic import write_text
 from cgkd.io.config import to_dict
 from cgkd.io.aa_h5 import read_header

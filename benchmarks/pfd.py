@@ -25,7 +25,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from benchmarks.common import machine_info, save_result
+from benchmarks.common import machine_info, mean_ci, save_result
 
 
 @dataclass(frozen=True)
@@ -132,10 +132,10 @@ def _err(e: dict) -> dict:
 def summarise(rows) -> dict:
     out = {}
     for arm in ("pfd_student", "scratch_N", "scratch_10N"):
-        v = np.array([r["force_rmse_eV_per_A"] for r in rows if r["arm"] == arm])
-        if len(v):
-            half = 1.96 * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
-            out[arm] = {"force_rmse_meV_per_A": 1e3 * float(v.mean()), "ci95": 1e3 * float(half), "n": int(len(v))}
+        v = [1e3 * r["force_rmse_eV_per_A"] for r in rows if r["arm"] == arm]
+        if v:
+            mean, half, n = mean_ci(v)
+            out[arm] = {"force_rmse_meV_per_A": mean, "ci95": half, "n": n}
     return out
 
 
