@@ -113,7 +113,8 @@ def _label(args) -> int:
             except KeyError:
                 raise ValueError(f"--molecule {args.molecule!r} is not a name ase.build.molecule knows") from None
         else:
-            starts = [read_atoms(args.start).to_ase(s) for s in range(read_atoms(args.start).n_structures)]
+            given = read_atoms(args.start)
+            starts = [given.to_ase(s) for s in range(given.n_structures)]
         data = concatenate([sample_md(labeler, start, temperatures=args.temperatures, strains=args.strains,
                                       frames_per_run=args.frames, interval=args.interval,
                                       timestep_fs=args.timestep_fs, seed=args.seed + 1000 * k)

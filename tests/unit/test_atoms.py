@@ -208,7 +208,8 @@ def test_train_teacher_and_born_again_student_resume_and_refuse_other_data(tmp_p
 
 @pytest.mark.parametrize("kd", ["n2n", "e2n", "v2v"])
 def test_feature_kd_from_a_painn_teacher(tmp_path, mixed, kd):
-    """Feature KD terms on variable-size molecules/cells: the teacher's features reach the loss, which falls."""
+    """Feature KD terms on variable-size molecules/cells: the teacher's features reach the loss (a term the log
+    records with a positive value; a missing teacher output or a shape mismatch raises)."""
     from ase import Atoms
 
     rng = np.random.default_rng(5)
