@@ -51,7 +51,8 @@ class Labeler:
     def provenance(self) -> dict:
         return {"labeler": self.name}
 
-    def label(self, data: AtomsData, *, cache=None, show_progress: bool = True) -> AtomsData:
+    def label(self, data: AtomsData, *, cache=None, show_progress: bool = True, executor=None,
+              chunk: int = 32) -> AtomsData:
         """A copy of ``data`` with this labeler's energies and forces, and its provenance in each structure's info.
 
         Parameters
@@ -62,7 +63,23 @@ class Labeler:
             the provenance, atomic numbers, positions and cell). Labels found there are reused and new ones
             are written as soon as they are computed, so an interrupted run resumes where it stopped.
         show_progress : bool
+        executor : cgkd.parallel.ExecutorConfig, dict or int, optional
+            Label chunks of ``chunk`` structures as parallel tasks (a local pool, a Dask cluster); with a
+            ``cache`` a lost worker costs only its unfinished structures. Default: in this process.
+        chunk : int
+            Structures per task.
         """
+        from cgkd.parallel import as_executor, run_tasks
+
+        ex = as_executor(executor)
+        if not ex.in_process:
+            if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+                raise ValueError(f"chunk must be a positive integer (structures per task), got {chunk!r}")
+            parts = [list(range(i, min(i + chunk, data.n_structures))) for i in range(0, data.n_structures, chunk)]
+            jobs = [(self, data.select(idx), None if cache is None else str(cache)) for idx in parts]
+            done = run_tasks(label_task, jobs, ex, labels=[f"structures {p[0]}-{p[-1]}" for p in parts],
+                             desc=f"{self.name} label chunks", show_progress=show_progress)
+            return concatenate(done)
         calc = self.calculator()
         cache_dir = None if cache is None else Path(cache)
         if cache_dir is not None:
@@ -101,6 +118,11 @@ class Labeler:
         h.update(np.ascontiguousarray(np.round(data.positions[a:b], 9), dtype=np.float64).tobytes())
         h.update(np.ascontiguousarray(np.round(data.cells[s], 9), dtype=np.float64).tobytes())
         return h.hexdigest()[:32]
+
+
+def label_task(labeler: Labeler, data: AtomsData, cache) -> AtomsData:
+    """One chunk of a parallel :meth:`Labeler.label` (Dask workers start with ``OMP_NUM_THREADS=1``)."""
+    return labeler.label(data, cache=cache, show_progress=False)
 
 
 def _frozen(atoms):

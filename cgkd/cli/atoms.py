@@ -43,6 +43,10 @@ def add_parser(subparsers):
     lab.add_argument("--timestep-fs", type=float, default=2.0)
     lab.add_argument("--seed", type=int, default=0)
     lab.add_argument("--out", required=True, help="output file: .xyz (extended XYZ) or .db (ASE database)")
+    lab.add_argument("--chunk", type=int, default=32, help="with --relabel and a parallel executor: structures per task")
+    from cgkd.cli.executor import add_executor_args
+
+    add_executor_args(lab, workers_help="label chunks (--relabel) run")
 
     tr = sub.add_parser("train", help="train an atomistic teacher, control or student (resumable)")
     tr.add_argument("data", metavar="DATA", help="labelled structures (.xyz or .db)")
@@ -101,7 +105,10 @@ def _label(args) -> int:
         return 0
     labeler = get_labeler(args.labeler)
     if args.relabel:
-        data = labeler.label(read_atoms(args.relabel), cache=args.cache)
+        from cgkd.cli.executor import executor_from_args
+
+        data = labeler.label(read_atoms(args.relabel), cache=args.cache, executor=executor_from_args(args),
+                             chunk=args.chunk)
     else:
         if args.fcc:
             starts = fcc_cells(args.fcc, args.repeats)

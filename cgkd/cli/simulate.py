@@ -30,10 +30,14 @@ def add_parser(subparsers):
     p.add_argument("--no-resume", action="store_true",
                    help="start over (default: continue an interrupted run in --out from its checkpoints); the old "
                         "folder is replaced only when the new run has finished")
+    from cgkd.cli.executor import add_executor_args
+
+    add_executor_args(p, workers_help="replicas run")
     return p
 
 
 def run(args) -> int:
+    from cgkd.cli.executor import executor_from_args
     from cgkd.openmm.md import run_cg_md
 
     summary = run_cg_md(args.model, args.cg, args.out, n_replicas=args.replicas, steps=args.steps,
@@ -41,6 +45,6 @@ def run(args) -> int:
                         report_interval=args.report_interval, checkpoint_interval=args.checkpoint_interval,
                         resume=not args.no_resume, backend=args.backend, platform=args.platform,
                         seed=args.seed, min_distance=args.min_distance, progress=not args.no_progress,
-                        torch_threads=args.torch_threads)
+                        torch_threads=args.torch_threads, executor=executor_from_args(args))
     print(json.dumps({k: summary[k] for k in ("n_replicas", "survived", "steps_per_s", "ns_per_day", "platform")}))
     return 0 if summary["survived"] > 0 else 1

@@ -75,12 +75,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="teacher folder")
     p.add_argument("--members", type=int, default=8, help="ensemble size; default 8")
     p.add_argument("--only", type=int, nargs="+", default=None, metavar="K", help="train only these member indices")
-    p.add_argument("--workers", type=int, default=1, help="members trained in parallel (local processes); default 1")
     add_common_training_args(p)
+    from cgkd.cli.executor import add_executor_args
+
+    add_executor_args(p, workers_help="members trained")
     return p
 
 
 def run(args) -> int:
+    from cgkd.cli.executor import executor_from_args
     from cgkd.kd.teachers import train_teachers
 
     info = train_teachers(
@@ -91,7 +94,7 @@ def run(args) -> int:
         preset=arch_preset_arg(args.arch_preset),
         config=training_config(args),
         members=args.only,
-        n_workers=args.workers,
+        executor=executor_from_args(args),
     )
     for m in info:
         print(json.dumps({k: m[k] for k in ("member", "best_val", "best_epoch", "epochs_run", "seconds_per_epoch")}))

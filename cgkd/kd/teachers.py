@@ -22,10 +22,12 @@ The split holds out the last ``test_fraction`` of the trajectory as test frames 
 ``val_fraction`` before it as validation frames (contiguous blocks, so that time-correlated
 neighbours of a held-out frame are not in the training set, except at one boundary).
 
-Members run in a local process pool (``n_workers``); a crash loses at most the unfinished epoch
-of the members that were running, and a rerun resumes them. Pool workers watch their parent and exit
-when it dies (no orphan keeps training), and each member holds a lock on ``member_XX/.lock`` while it
-trains, so a rerun never trains a member that another live process is training.
+Members run as independent tasks of :func:`cgkd.parallel.run_tasks`: in this process, a local process
+pool (``n_workers``) or a Dask cluster (``executor``). A crash or a lost worker loses at most the
+unfinished epoch of the members that were running, and a rerun (or Dask's rerun of the task on another
+worker) resumes them. Pool workers watch their parent and exit when it dies (no orphan keeps training),
+and each member holds a lock on ``member_XX/.lock`` while it trains, so no two live processes train the
+same member.
 
 ``ensemble.json`` records the digest of the CG data (``cgkd.data.cg_h5.content_digest``: positions,
 forces, box, topology; not the labels): a rerun on other data is refused, also for finished members.
@@ -33,12 +35,9 @@ forces, box, topology; not the labels): a rerun on other data is refused, also f
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import json
-import multiprocessing
 import os
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -145,8 +144,6 @@ def bootstrap_indices(train: Sequence[int], seed: int, index: int) -> np.ndarray
 
 
 LOCK_FILE = ".lock"
-#: Seconds between a pool worker's checks that its parent is alive.
-PARENT_POLL_S = 0.5
 
 
 class MemberBusyError(CgkdError, RuntimeError):
@@ -154,7 +151,7 @@ class MemberBusyError(CgkdError, RuntimeError):
 
 
 class EnsembleError(CgkdError, RuntimeError):
-    """One or more teacher members failed in the pool (each one's error is in the message)."""
+    """One or more teacher members failed as parallel tasks (each one's error is in the message)."""
 
 
 @contextlib.contextmanager
@@ -183,17 +180,6 @@ def member_lock(folder: Path):
         yield
     finally:
         fh.close()
-
-
-def _watch_parent(parent: int) -> None:
-    """Pool-worker initializer: exit at once when the parent process dies (SIGKILL included)."""
-    def watch():
-        while True:
-            if os.getppid() != parent:
-                os._exit(70)
-            threading.Event().wait(PARENT_POLL_S)
-
-    threading.Thread(target=watch, name="cgkd-parent-watch", daemon=True).start()
 
 
 def train_member(cg_path: str, teacher_dir: str, index: int, arch: str, preset: Union[str, dict], config: dict, bootstrap: bool = True) -> dict:
@@ -237,9 +223,9 @@ def _train_member(cg_path, teacher_dir, index, arch, preset, config, bootstrap, 
     return info
 
 
-def _run_member_in_worker(args) -> dict:
-    cg_path, teacher_dir, index, arch, preset, config, bootstrap = args
-    with num_threads(1):
+def member_task(cg_path, teacher_dir, index, arch, preset, config, bootstrap, threads: int = 1) -> dict:
+    """:func:`train_member` with ``threads`` torch threads: one task of a process pool or a Dask cluster."""
+    with num_threads(threads):
         return train_member(cg_path, teacher_dir, index, arch, preset, config, bootstrap)
 
 
@@ -255,6 +241,7 @@ def train_teachers(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     bootstrap: bool = True,
+    executor=None,
 ) -> List[dict]:
     """Train an ensemble of ``n_members`` teachers on the mapped forces of ``cg_path``.
 
@@ -280,6 +267,9 @@ def train_teachers(
         Held-out blocks of frames (see :func:`make_split`), fixed at the first call.
     bootstrap : bool
         Train each member on a bootstrap resample of the training frames.
+    executor : cgkd.parallel.ExecutorConfig or dict, optional
+        Where the members run (a Dask scheduler, a SLURM/PBS cluster); overrides ``n_workers``. Each member
+        is one task; a worker lost mid-training costs only its member's unfinished epoch.
 
     Returns
     -------
@@ -328,25 +318,17 @@ def train_teachers(
         split = make_split(cg_n_frames(cg_path), val_fraction, test_fraction)
         write_text(out_dir / SPLIT_FILE, json.dumps(split))
     cfg = to_dict(config)
-    jobs = [(str(cg_path), str(out_dir), m, arch, preset, cfg, bootstrap) for m in members]
-    if n_workers == 1 or len(jobs) == 1:
-        return [train_member(*job) for job in jobs]
-    results: Dict[int, dict] = {}
-    errors: Dict[int, BaseException] = {}
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_watch_parent,
-                                initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(_run_member_in_worker, job): job[2] for job in jobs}
-        for fut in cf.as_completed(futures):
-            m = futures[fut]
-            try:
-                results[m] = fut.result()
-            except Exception as exc:  # noqa: BLE001 - reported together below
-                errors[m] = exc
-    if errors:
-        lines = "; ".join(f"member {m}: {type(e).__name__}: {e}" for m, e in sorted(errors.items()))
-        raise EnsembleError(f"{len(errors)} teacher member(s) failed (rerun to resume them): {lines}")
-    return [results[m] for m in members]
+    from cgkd.parallel import ExecutorConfig, TaskError, as_executor, run_tasks
+
+    ex = as_executor(executor) if executor is not None else ExecutorConfig(workers=n_workers)
+    if ex.in_process:
+        return [train_member(str(cg_path), str(out_dir), m, arch, preset, cfg, bootstrap) for m in members]
+    jobs = [(str(cg_path), str(out_dir), m, arch, preset, cfg, bootstrap, ex.threads) for m in members]
+    try:
+        return run_tasks(member_task, jobs, ex, labels=[f"member {m}" for m in members], desc="teacher members",
+                         show_progress=bool(config.progress))
+    except TaskError as exc:
+        raise EnsembleError(str(exc)) from None
 
 
 def teachers_digest(teacher_dir: str | Path) -> str:

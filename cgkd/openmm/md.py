@@ -187,6 +187,8 @@ def run_cg_md(
     progress: bool = True,
     torch_threads: Optional[int] = 1,
     resume: bool = True,
+    executor=None,
+    only_replica: Optional[int] = None,
 ) -> dict:
     """Run ``n_replicas`` independent CG Langevin trajectories from mapped AA frames; resumable.
 
@@ -238,6 +240,14 @@ def run_cg_md(
         a folder made from other inputs or settings is refused (:class:`cgkd.io.provenance.ProvenanceError`).
         False: start over in a staging folder next to ``out_dir`` that replaces it only once the new run
         has finished (the old result stays intact until then).
+    executor : cgkd.parallel.ExecutorConfig, dict or int, optional
+        Run the replicas as parallel tasks (a local process pool, a Dask cluster); each task rebuilds the
+        system from ``artefact`` and the CG file, which must then be paths, and uses ``executor.threads``
+        torch threads. A lost worker costs its replica's steps since the last checkpoint. Default: one after
+        another in this process.
+    only_replica : int, optional
+        Run only this replica into an existing run folder and return its record (no summary): one task of a
+        parallel run.
 
     Returns
     -------
@@ -328,18 +338,40 @@ def run_cg_md(
     with atomic_path(out / "topology.pdb", suffix=".pdb") as tmp, open(tmp, "w") as fh:
         app.PDBFile.writeFile(topology, data.positions[0].astype(float) * u.nanometer, fh)
     starts = np.round(np.linspace(0, data.n_frames - 1, n_replicas)).astype(int) if n_replicas > 1 else np.array([0])
-    replicas = []
-    old_threads = torch.get_num_threads()
-    try:
-        if torch_threads is not None:
-            torch.set_num_threads(int(torch_threads))
-        for k in range(n_replicas):
-            replicas.append(_run_replica(k, system, topology, data, int(starts[k]), types, threshold, out, steps=steps,
-                                         timestep=timestep, friction=friction, temperature=temperature, kt=kt,
-                                         report_interval=report_interval, ckpt_reports=ckpt_reports, platform=plat,
-                                         seed=int(seed), progress=progress))
-    finally:
-        torch.set_num_threads(old_threads)
+    from cgkd.parallel import as_executor, run_tasks
+
+    ex = as_executor(executor)
+    todo = range(n_replicas) if only_replica is None else [int(only_replica)]
+    if only_replica is not None and not 0 <= int(only_replica) < n_replicas:
+        raise ValueError(f"only_replica must lie in 0..{n_replicas - 1}, got {only_replica}")
+    if not ex.in_process and only_replica is None:
+        if not isinstance(artefact, (str, Path)) or not isinstance(cg_data_or_start_frames, (str, Path)):
+            raise ValueError("with a parallel executor, artefact and cg_data_or_start_frames must be file paths (each "
+                             f"task rebuilds the system from them), got {type(artefact).__name__} and "
+                             f"{type(cg_data_or_start_frames).__name__}")
+        task = dict(n_replicas=int(n_replicas), steps=int(steps), timestep=timestep, friction=friction,
+                    temperature=temperature, report_interval=int(report_interval), checkpoint_interval=int(checkpoint_interval),
+                    backend=backend, platform=platform, seed=int(seed),
+                    min_distance=0.0 if threshold is None else threshold.tolist(), progress=False,
+                    torch_threads=ex.threads)
+        jobs = [(str(artefact), str(cg_data_or_start_frames), str(out), k, task) for k in todo]
+        replicas = run_tasks(replica_task, jobs, ex, labels=[f"replica {k}" for k in todo], desc="CG MD replicas",
+                             show_progress=progress)
+    else:
+        replicas = []
+        old_threads = torch.get_num_threads()
+        try:
+            if torch_threads is not None:
+                torch.set_num_threads(int(torch_threads))
+            for k in todo:
+                replicas.append(_run_replica(k, system, topology, data, int(starts[k]), types, threshold, out, steps=steps,
+                                             timestep=timestep, friction=friction, temperature=temperature, kt=kt,
+                                             report_interval=report_interval, ckpt_reports=ckpt_reports, platform=plat,
+                                             seed=int(seed), progress=progress))
+        finally:
+            torch.set_num_threads(old_threads)
+    if only_replica is not None:
+        return replicas[0]
     total_steps = sum(r["steps_done"] for r in replicas)
     total_wall = sum(r["wall_s"] for r in replicas)
     summary = {
@@ -367,6 +399,11 @@ def run_cg_md(
     if out != final:
         swap_in_folder(out, final)
     return summary
+
+
+def replica_task(artefact: str, cg_path: str, out_dir: str, k: int, settings: dict) -> dict:
+    """Run (or resume, or return the finished) replica ``k`` of a parallel :func:`run_cg_md` into ``out_dir``."""
+    return run_cg_md(artefact, cg_path, out_dir, resume=True, only_replica=k, **settings)
 
 
 def _same_provenance(folder: Path, rec: dict) -> bool:

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import cgkd
 
-ORDER = ["units", "keys", "registry", "errors", "arrays", "seeds", "progress", "io", "geometry", "topology", "aa", "mapping", "data", "nn", "train", "kd", "export", "openmm",
+ORDER = ["units", "keys", "registry", "errors", "arrays", "seeds", "progress", "io", "parallel", "geometry", "topology", "aa", "mapping", "data", "nn", "train", "kd", "export", "openmm",
          "analysis", "pipeline", "cli"]
 RANK = {name: i for i, name in enumerate(ORDER)}
 RANK["export"] = RANK["openmm"]  # one layer
-NO_TORCH = {"units", "keys", "registry", "errors", "arrays", "seeds", "progress", "io", "geometry", "topology", "aa", "mapping", "analysis"}
+NO_TORCH = {"units", "keys", "registry", "errors", "arrays", "seeds", "progress", "io", "parallel", "geometry", "topology", "aa", "mapping", "analysis"}
 ROOT = Path(cgkd.__file__).parent
 
 
