@@ -70,10 +70,13 @@ def run(args) -> int:
             return 0
         raise ValueError("--teachers is required (only --student native --force-target mapped fits without teachers)")
     tdir = Path(args.teachers)
-    if args.relabel or not labels_are_current(cg, tdir):
+    from cgkd.train import distributed
+
+    if distributed.is_main() and (args.relabel or not labels_are_current(cg, tdir)):  # rank 0 under torchrun
         make_labels(cg, tdir)
         errors = ensemble_errors(cg, tdir, "test" if read_split(tdir)["test"] else "val")
         print(json.dumps({"teacher_force_rmse_vs_mapped": errors}))
+    distributed.barrier()
     if args.student == "native":
         from cgkd.kd.native import train_native_student
 

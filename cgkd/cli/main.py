@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from cgkd.errors import CgkdError
 
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: one model on several processes
+        from cgkd.train.distributed import init_from_env
+
+        init_from_env(getattr(args, "device", None))
     try:
         return int(args._run(args) or 0)
     except (CgkdError, ValueError, KeyError, OSError) as exc:  # bad input, unknown names, and file/OS errors on user paths

@@ -218,9 +218,12 @@ def train_student(
         "force_rmse_vs_mapped": force_rmse(pred, data.forces[eval_idx]),
     }
     from cgkd.nn.potential import save_potential
+    from cgkd.train import distributed
 
-    save_potential(out_dir / "model.pt", res.model.cpu(), extra={k: info[k] for k in info if k != "config"})
-    write_text(done, json.dumps(info, indent=1))
+    if distributed.is_main():  # under torchrun the ranks hold the same model; rank 0 writes it
+        save_potential(out_dir / "model.pt", res.model.cpu(), extra={k: info[k] for k in info if k != "config"})
+        write_text(done, json.dumps(info, indent=1))
+    distributed.barrier()
     return info
 
 

@@ -191,7 +191,10 @@ def train_member(cg_path: str, teacher_dir: str, index: int, arch: str, preset: 
     done = out / DONE_FILE
     if done.is_file():
         return json.loads(done.read_text())
-    with member_lock(out):
+    from cgkd.train import distributed
+
+    # under torchrun every rank trains the same member (one model, DDP): rank 0 holds the lock and writes
+    with member_lock(out) if distributed.is_main() else contextlib.nullcontext():
         if done.is_file():  # finished by another process while this one waited
             return json.loads(done.read_text())
         return _train_member(cg_path, teacher_dir, index, arch, preset, config, bootstrap, out, done)
@@ -217,9 +220,13 @@ def _train_member(cg_path, teacher_dir, index, arch, preset, config, bootstrap, 
         "best_epoch": res.best_epoch,
         "best_val": res.best_val,
     }
-    save_potential(out / MODEL_FILE, res.model.cpu(), extra=provenance)
+    from cgkd.train import distributed
+
     info = {**provenance, "epochs_run": res.epochs_run, "stopped_early": res.stopped_early, "seconds_per_epoch": res.seconds_per_epoch}
-    write_text(done, json.dumps(info, indent=1))
+    if distributed.is_main():
+        save_potential(out / MODEL_FILE, res.model.cpu(), extra=provenance)
+        write_text(done, json.dumps(info, indent=1))
+    distributed.barrier()
     return info
 
 
@@ -321,6 +328,11 @@ def train_teachers(
     from cgkd.parallel import ExecutorConfig, TaskError, as_executor, run_tasks
 
     ex = as_executor(executor) if executor is not None else ExecutorConfig(workers=n_workers)
+    from cgkd.train import distributed
+
+    if distributed.active() and not ex.in_process:
+        raise ValueError("under torchrun each member is one model trained on all ranks: use one worker and the local "
+                         f"executor (got backend={ex.backend!r}, workers={ex.workers})")
     if ex.in_process:
         return [train_member(str(cg_path), str(out_dir), m, arch, preset, cfg, bootstrap) for m in members]
     jobs = [(str(cg_path), str(out_dir), m, arch, preset, cfg, bootstrap, ex.threads) for m in members]

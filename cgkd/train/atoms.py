@@ -135,8 +135,9 @@ class AtomsSet:
         return out
 
     def batches(self, indices: Sequence[int], batch_size: int, generator: Optional[torch.Generator] = None,
-                device: torch.device | str = "cpu") -> Iterator[Dict[str, Tensor]]:
-        """Batches over ``indices``, shuffled when a generator is given (as ``FrameSet.batches``)."""
+                device: torch.device | str = "cpu", shard: bool = False) -> Iterator[Dict[str, Tensor]]:
+        """Batches over ``indices``, shuffled when a generator is given, sharded over ranks with ``shard``
+        (as ``FrameSet.batches``)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         indices = np.asarray(indices, dtype=np.int64)
@@ -145,7 +146,17 @@ class AtomsSet:
         if generator is not None:
             indices = indices[torch.randperm(len(indices), generator=generator).numpy()]
         for start in range(0, len(indices), batch_size):
-            yield self.batch(indices[start : start + batch_size], device=device)
+            frames = indices[start : start + batch_size]
+            if not shard:
+                yield self.batch(frames, device=device)
+                continue
+            from cgkd.train.distributed import shard as rank_part
+
+            part, stand_in = rank_part(frames)
+            out = self.batch(part, device=device)
+            if stand_in:  # a rank without frames in this batch: one frame that weighs nothing
+                out[SAMPLE_WEIGHT] = torch.zeros_like(out[SAMPLE_WEIGHT])
+            yield out
 
 
 __all__ = ["AtomsSet", "ENERGY_LABEL"]

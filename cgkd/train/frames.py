@@ -138,8 +138,12 @@ class FrameSet:
         batch_size: int,
         generator: Optional[torch.Generator] = None,
         device: torch.device | str = "cpu",
+        shard: bool = False,
     ) -> Iterator[Dict[str, Tensor]]:
-        """Batches over ``indices`` (repeats allowed, e.g. a bootstrap resample), shuffled when a generator is given."""
+        """Batches over ``indices`` (repeats allowed, e.g. a bootstrap resample), shuffled when a generator is given.
+
+        With ``shard`` each batch is this rank's part of the global batch (:func:`cgkd.train.distributed.shard`).
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         indices = np.asarray(indices, dtype=np.int64)
@@ -149,7 +153,17 @@ class FrameSet:
             order = torch.randperm(len(indices), generator=generator).numpy()
             indices = indices[order]
         for start in range(0, len(indices), batch_size):
-            yield self.batch(indices[start : start + batch_size], device=device)
+            frames = indices[start : start + batch_size]
+            if not shard:
+                yield self.batch(frames, device=device)
+                continue
+            from cgkd.train.distributed import shard as rank_part
+
+            part, stand_in = rank_part(frames)
+            out = self.batch(part, device=device)
+            if stand_in:  # a rank without frames in this batch: one frame that weighs nothing
+                out[SAMPLE_WEIGHT] = torch.zeros_like(out[SAMPLE_WEIGHT])
+            yield out
 
 
 def frameset_from_cg(data, targets: Optional[Dict[str, np.ndarray]] = None, dtype: torch.dtype = torch.float32) -> FrameSet:

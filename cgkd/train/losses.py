@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from cgkd import keys
 from cgkd.registry import Registry
+from cgkd.train.distributed import batch_max, batch_sum
 
 #: Loss terms by name. Values are :class:`LossTerm` subclasses.
 LOSS_TERMS: Registry = Registry("loss_terms")
@@ -124,11 +125,12 @@ def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
     """``sum w v / sum w`` over the first axis (other axes averaged first); 0 when all weights are 0."""
     if values.dim() > 1:
         values = values.reshape(values.shape[0], -1).mean(dim=1)
-    total = weights.sum()
+    # sums over the global batch when training on several ranks (cgkd.train.distributed)
+    total = batch_sum(weights.sum())
     # all weights zero (a batch without frames for a masked term): 0 with zero (not NaN) gradients;
     # dividing by a clamped tiny total would make the gradient 0 * inf = NaN
     safe = torch.where(total > 0, total, torch.ones_like(total))
-    return (weights * values).sum() / safe
+    return batch_sum((weights * values).sum()) / safe
 
 
 class LossTerm(nn.Module):
@@ -246,8 +248,8 @@ class GaugeFreeEnergyLoss(EnergyLoss):
     """
 
     def _gauge(self, d, w, batch):
-        total = w.sum()
-        return d - (w * d).sum() / torch.where(total > 0, total, torch.ones_like(total))
+        total = batch_sum(w.sum())
+        return d - batch_sum((w * d).sum()) / torch.where(total > 0, total, torch.ones_like(total))
 
 
 @LOSS_TERMS.register("energy_rmse_mae")
@@ -291,9 +293,9 @@ class NodeEnergyLoss(LossTerm):
 
 def _remove_group_means(d: Tensor, groups: Tensor, weights: Tensor) -> Tensor:
     """``d`` less its weighted mean within each group (the gauge a loss must not see)."""
-    n = int(groups.max()) + 1 if groups.numel() else 0
-    wsum = torch.zeros(n, dtype=d.dtype, device=d.device).index_add_(0, groups, weights)
-    dsum = torch.zeros(n, dtype=d.dtype, device=d.device).index_add_(0, groups, weights * d)
+    n = batch_max(int(groups.max()) + 1 if groups.numel() else 0)
+    wsum = batch_sum(torch.zeros(n, dtype=d.dtype, device=d.device).index_add_(0, groups, weights))
+    dsum = batch_sum(torch.zeros(n, dtype=d.dtype, device=d.device).index_add_(0, groups, weights * d))
     # a group without weight (masked out) has no mean to remove; dividing by a clamped tiny number would be
     # 0/0 in float32 (1e-300 rounds to 0) and make the loss and its gradient NaN
     safe = torch.where(wsum > 0, wsum, torch.ones_like(wsum))

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from cgkd import keys
 from cgkd.io.config import to_dict
+from cgkd.train import distributed as dist
 from cgkd.train.checkpoint import load_checkpoint, num_threads, rng_state, save_checkpoint, seeded, set_rng_state
 from cgkd.train.frames import FrameSet
 from cgkd.train.losses import POSITIONS_LEAF, Loss, LossSpec
@@ -193,11 +194,12 @@ def evaluate(
     sums: Dict[str, float] = {}
     total_w = 0.0
     model.eval()
-    for batch in frames.batches(indices, batch_size, generator=None, device=device):
+    sharded = dist.in_global_batches()
+    for batch in frames.batches(indices, batch_size, generator=None, device=device, shard=sharded):
         with torch.enable_grad():
             out = model_outputs(model, batch, need_forces=loss.needs_forces, create_graph=loss.needs_force_graph)
             value, metrics = loss(out, batch, weights, _teacher_outputs(teacher, batch))
-        w = float(batch["sample_weight"].sum())
+        w = float(dist.batch_sum(batch["sample_weight"].sum()))
         metrics = {"loss": float(value.detach()), **metrics}
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + w * v
@@ -241,7 +243,9 @@ def fit(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(config.device)
+    device = dist.local_device(torch.device(config.device))
+    parallel = dist.active()  # under torchrun: one model, DistributedDataParallel (cgkd.train.distributed)
+    main = dist.is_main()
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"TrainConfig.device is {config.device!r} but CUDA is not available")
     dtype = config.torch_dtype
@@ -298,10 +302,12 @@ def fit(
             start, best_val, best_epoch = int(ck["epoch"]), float(ck["best_val"]), int(ck["best_epoch"])
             bad, stopped, log_offset = int(ck["bad_epochs"]), bool(ck["stopped"]), int(ck["log_offset"])
             best_state, best_loss_state = ck["best_model"], ck["best_loss"]
-        if log_path.exists():
+        if log_path.exists() and main:
             with open(log_path, "r+b") as fh:
                 fh.truncate(log_offset)
+        dist.barrier()
         history = _read_log(log_path)
+        runner = dist.DataParallel(model, device) if parallel else model
 
         from cgkd.progress import note, progress
 
@@ -309,85 +315,97 @@ def fit(
         desc = f"{what} epochs" if what else "epochs"
         if start and config.progress:
             note(f"{desc}: resuming from {ckpt_path} at epoch {start}")
-        bar = progress(config.max_epochs, desc, unit="epoch", initial=start, enabled=config.progress, leave=False)
+        bar = progress(config.max_epochs, desc, unit="epoch", initial=start, enabled=config.progress and main,
+                       leave=False)
         epoch = start
         try:
-            while epoch < config.max_epochs and not stopped:
-                t0 = time.perf_counter()
-                weights = schedule.weights(epoch)
-                model.train()
-                sums: Dict[str, float] = {}
-                wsum = 0.0
-                for batch in train_set.batches(train_indices, config.batch_size, generator=gen, device=device):
-                    opt.zero_grad(set_to_none=True)
-                    out = model_outputs(model, batch, need_forces=loss.needs_forces, create_graph=True)
-                    value, metrics = loss(out, batch, weights, _teacher_outputs(teacher, batch))
-                    if not torch.isfinite(value):
-                        raise FloatingPointError(f"loss became {float(value)} at epoch {epoch}")
-                    value.backward()
-                    if config.grad_clip > 0:
-                        nn.utils.clip_grad_norm_(params, config.grad_clip)
-                    opt.step()
-                    w = float(batch["sample_weight"].sum())
-                    for k, v in {"loss": float(value.detach()), **metrics}.items():
-                        sums[k] = sums.get(k, 0.0) + w * v
-                    wsum += w
-                train_metrics = {k: v / max(wsum, 1e-300) for k, v in sums.items()}
-                val_metrics = evaluate(
-                    model, loss, val_set, val_indices, loss.base_weights, config.batch_size, device, teacher
-                )
-                monitored = _monitor_value(val_metrics, config.monitor)
-                plateau.step(monitored)
-                if monitored < best_val - IMPROVEMENT * abs(best_val) or best_epoch < 0:
-                    best_val, best_epoch, bad = monitored, epoch, 0
-                    best_state = copy.deepcopy(model.state_dict())
-                    best_loss_state = copy.deepcopy(loss.state_dict())
-                else:
-                    bad += 1
-                if config.early_stopping and bad >= config.early_stopping:
-                    stopped = True
-                seconds.append(time.perf_counter() - t0)
-                row = {
-                    "epoch": epoch,
-                    "lr": opt.param_groups[0]["lr"],
-                    "weights": weights,
-                    "train": train_metrics,
-                    "val": val_metrics,
-                    "best_val": best_val,
-                    "best_epoch": best_epoch,
-                    "seconds": seconds[-1],
-                }
-                history.append(row)
-                with open(log_path, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                    log_offset = fh.tell()
-                epoch += 1
-                save_checkpoint(
-                    ckpt_path,
-                    {
+            with dist.global_batches(parallel):
+                while epoch < config.max_epochs and not stopped:
+                    t0 = time.perf_counter()
+                    weights = schedule.weights(epoch)
+                    model.train()
+                    sums: Dict[str, float] = {}
+                    wsum = 0.0
+                    for batch in train_set.batches(train_indices, config.batch_size, generator=gen, device=device,
+                                                   shard=parallel):
+                        opt.zero_grad(set_to_none=True)
+                        out = model_outputs(runner, batch, need_forces=loss.needs_forces, create_graph=True)
+                        value, metrics = loss(out, batch, weights, _teacher_outputs(teacher, batch))
+                        if not torch.isfinite(value):
+                            raise FloatingPointError(f"loss became {float(value)} at epoch {epoch}")
+                        if parallel:  # every parameter takes part in DDP's reduction, also those the loss does not
+                            # reach (per-type energy offsets under a force-only loss): a zero-weighted sum of them
+                            (value + dist.unused_parameter_guard(model)).backward()
+                        else:
+                            value.backward()
+                        if parallel:  # DDP averaged the model's gradients; the loss's own parameters here
+                            dist.average_gradients(loss.parameters())
+                        if config.grad_clip > 0:
+                            nn.utils.clip_grad_norm_(params, config.grad_clip)
+                        opt.step()
+                        w = float(dist.batch_sum(batch["sample_weight"].sum()))
+                        for k, v in {"loss": float(value.detach()), **metrics}.items():
+                            sums[k] = sums.get(k, 0.0) + w * v
+                        wsum += w
+                    train_metrics = {k: v / max(wsum, 1e-300) for k, v in sums.items()}
+                    val_metrics = evaluate(
+                        model, loss, val_set, val_indices, loss.base_weights, config.batch_size, device, teacher
+                    )
+                    monitored = _monitor_value(val_metrics, config.monitor)
+                    plateau.step(monitored)
+                    if monitored < best_val - IMPROVEMENT * abs(best_val) or best_epoch < 0:
+                        best_val, best_epoch, bad = monitored, epoch, 0
+                        best_state = copy.deepcopy(model.state_dict())
+                        best_loss_state = copy.deepcopy(loss.state_dict())
+                    else:
+                        bad += 1
+                    if config.early_stopping and bad >= config.early_stopping:
+                        stopped = True
+                    seconds.append(time.perf_counter() - t0)
+                    row = {
                         "epoch": epoch,
-                        "model": model.state_dict(),
-                        "loss": loss.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": plateau.state_dict(),
-                        "best_model": best_state,
-                        "best_loss": best_loss_state,
+                        "lr": opt.param_groups[0]["lr"],
+                        "weights": weights,
+                        "train": train_metrics,
+                        "val": val_metrics,
                         "best_val": best_val,
                         "best_epoch": best_epoch,
-                        "bad_epochs": bad,
-                        "stopped": stopped,
-                        "log_offset": log_offset,
-                        "rng": rng_state(gen),
-                        "config": json.dumps(to_dict(config)),
-                        "extra": json.dumps(extra or {}),
-                    },
-                )
-                bar.update(1)
-                bar.set_postfix_str(f"val={monitored:.4g}, lr={opt.param_groups[0]['lr']:.2g}")
+                        "seconds": seconds[-1],
+                    }
+                    history.append(row)
+                    if main:
+                        with open(log_path, "a") as fh:
+                            fh.write(json.dumps(row) + "\n")
+                            fh.flush()
+                            os.fsync(fh.fileno())
+                            log_offset = fh.tell()
+                    epoch += 1
+                    if main:
+                        save_checkpoint(
+                            ckpt_path,
+                            {
+                                "epoch": epoch,
+                                "model": model.state_dict(),
+                                "loss": loss.state_dict(),
+                                "optimizer": opt.state_dict(),
+                                "scheduler": plateau.state_dict(),
+                                "best_model": best_state,
+                                "best_loss": best_loss_state,
+                                "best_val": best_val,
+                                "best_epoch": best_epoch,
+                                "bad_epochs": bad,
+                                "stopped": stopped,
+                                "log_offset": log_offset,
+                                "rng": rng_state(gen),
+                                "config": json.dumps(to_dict(config)),
+                                "extra": json.dumps(extra or {}),
+                            },
+                        )
+                    bar.update(1)
+                    bar.set_postfix_str(f"val={monitored:.4g}, lr={opt.param_groups[0]['lr']:.2g}")
         finally:
             bar.close()
+    dist.barrier()  # the last checkpoint is on disk before any rank returns
 
     model.load_state_dict(best_state)
     loss.load_state_dict(best_loss_state)
