@@ -24,6 +24,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--allow-constraint-crossing", action="store_true",
         help="let the basic force map sum forces across constraints between beads (biased)",
     )
+    p.add_argument("--chunk-frames", type=int, default=None, metavar="K",
+                   help="stream: read, map and write K frames at a time (memory for K frames, not the whole file)")
+    p.add_argument("--fit-frames", type=int, default=None, metavar="N",
+                   help="with --chunk-frames: frames the force map is fitted on, spread evenly (default 1000)")
     return p
 
 
@@ -32,13 +36,26 @@ def run(args) -> int:
     from cgkd.data.mapped import map_aa
     from cgkd.io.aa_h5 import read_aa
 
-    aa = read_aa(args.aa)
-    data, report = map_aa(
-        aa, mapping=args.mapping, force_map=args.force_map,
-        allow_constraint_crossing=args.allow_constraint_crossing, source=str(Path(args.aa).resolve()),
-    )
-    write_cg(args.out, data)
-    print(f"wrote {Path(args.out).resolve()}: {data.n_frames} frames, {data.n_beads} beads, types {data.type_names}")
+    if args.chunk_frames is not None:
+        from cgkd.data.cg_h5 import read_topology
+        from cgkd.data.mapped import FIT_FRAMES, map_aa_file
+
+        report = map_aa_file(args.aa, args.out, mapping=args.mapping, force_map=args.force_map,
+                             allow_constraint_crossing=args.allow_constraint_crossing, chunk_frames=args.chunk_frames,
+                             fit_frames=args.fit_frames or FIT_FRAMES, progress=True)
+        top = read_topology(args.out)
+        print(f"wrote {Path(args.out).resolve()}: {report['n_frames']} frames, {top.n_particles} beads, types "
+              f"{top.type_names} (streamed; force map fitted on {report['fit_frames']} frames)")
+    else:
+        if args.fit_frames is not None:
+            raise ValueError("--fit-frames needs --chunk-frames (the in-memory mapping fits on all frames)")
+        aa = read_aa(args.aa)
+        data, report = map_aa(
+            aa, mapping=args.mapping, force_map=args.force_map,
+            allow_constraint_crossing=args.allow_constraint_crossing, source=str(Path(args.aa).resolve()),
+        )
+        write_cg(args.out, data)
+        print(f"wrote {Path(args.out).resolve()}: {data.n_frames} frames, {data.n_beads} beads, types {data.type_names}")
     print(f"mapping {report['mapping']!r}, force map {report['force_map']!r}")
     msf = report["msf"]
     base = msf.get("basic")

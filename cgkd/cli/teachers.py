@@ -75,6 +75,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="teacher folder")
     p.add_argument("--members", type=int, default=8, help="ensemble size; default 8")
     p.add_argument("--only", type=int, nargs="+", default=None, metavar="K", help="train only these member indices")
+    p.add_argument("--stream-chunk", type=int, default=0, metavar="K",
+                   help="read the CG frames from the file in chunks of K frames instead of holding them in memory "
+                        "(for datasets larger than memory; default 0: in memory)")
     add_common_training_args(p)
     from cgkd.cli.executor import add_executor_args
 
@@ -95,6 +98,7 @@ def run(args) -> int:
         config=training_config(args),
         members=args.only,
         executor=executor_from_args(args),
+        stream_chunk=args.stream_chunk,
     )
     for m in info:
         print(json.dumps({k: m[k] for k in ("member", "best_val", "best_epoch", "epochs_run", "seconds_per_epoch")}))

@@ -125,6 +125,114 @@ def write_cg(path: str | Path, data: CGData) -> None:
                 h5.create_dataset(keys.TIME, data=data.time)
 
 
+class CGWriter:
+    """Write a CG dataset chunk by chunk (streamed mapping); the file appears, whole, only at :meth:`close`.
+
+    Use as a context manager::
+
+        with CGWriter(path, topology, temperature, periodic=True, attrs=...) as w:
+            w.append(positions, forces, box, time)   # (k, B, 3), (k, B, 3), (k, 3, 3), (k,)
+
+    The result equals :func:`write_cg` of the concatenated frames, digest included (computed by a second,
+    chunked pass over the file).
+    """
+
+    def __init__(self, path: str | Path, topology: Topology, temperature: float, *, periodic: bool,
+                 with_time: bool = True, attrs: Optional[dict] = None, chunk_frames: int = 64):
+        self.path = Path(path)
+        self.topology, self.periodic, self.with_time = topology, bool(periodic), bool(with_time)
+        self.temperature = check_scalar(temperature, "temperature", min=0.0, min_exclusive=True, unit="K")
+        self.attrs = dict(attrs or {})
+        self._ctx = atomic_path(self.path, suffix=".h5")
+        self._tmp = self._ctx.__enter__()
+        b = topology.n_particles
+        self.h5 = h5py.File(self._tmp, "w")
+        self.h5.attrs["format"] = FORMAT
+        self.h5.attrs["format_version"] = FORMAT_VERSION
+        self.h5.attrs["units"] = json.dumps({"length": "nm", "force": "kJ/mol/nm", "mass": "amu", "time": "ps"})
+        self.h5.attrs["temperature"] = float(self.temperature)
+        self.h5.attrs["topology"] = topology.to_json()
+        c = max(1, int(chunk_frames))
+        for name in (keys.POSITIONS, keys.FORCES):
+            self.h5.create_dataset(name, shape=(0, b, 3), maxshape=(None, b, 3), dtype=np.float32, chunks=(c, b, 3))
+        if self.periodic:
+            self.h5.create_dataset(keys.BOX, shape=(0, 3, 3), maxshape=(None, 3, 3), dtype=np.float32, chunks=(c, 3, 3))
+        if self.with_time:
+            self.h5.create_dataset(keys.TIME, shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(max(c, 64),))
+        self.n_frames = 0
+
+    def append(self, positions, forces, box=None, time=None) -> None:
+        """Append frames (arrays as in :class:`CGData`, validated the same way)."""
+        part = CGData(positions=positions, forces=forces, box=box if self.periodic else None, topology=self.topology,
+                      temperature=self.temperature, time=time if self.with_time else None)
+        if self.periodic and part.box is None:
+            raise ValueError("box is required: the dataset is periodic")
+        if self.with_time and part.time is None:
+            raise ValueError("time is required: the dataset was created with_time=True")
+        k, a = part.n_frames, self.n_frames
+        for name, arr in ((keys.POSITIONS, part.positions), (keys.FORCES, part.forces), (keys.BOX, part.box),
+                          (keys.TIME, part.time)):
+            if arr is not None:
+                self.h5[name].resize(a + k, axis=0)
+                self.h5[name][a:a + k] = arr
+        self.n_frames = a + k
+
+    def close(self) -> None:
+        """Finish: write attrs and the content digest, and move the file into place."""
+        self.h5.attrs["attrs"] = json.dumps(self.attrs)
+        self.h5.attrs["content_digest"] = _stream_digest(self.h5, self.topology, self.temperature)
+        self.h5.close()
+        self._ctx.__exit__(None, None, None)
+
+    def __enter__(self) -> "CGWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # nothing is left behind: the temporary file goes, an existing dataset stays as it was
+            self.h5.close()
+            self._ctx.__exit__(exc_type, exc, tb)
+
+
+def _stream_digest(h5: h5py.File, topology: Topology, temperature: float, chunk: int = 256) -> str:
+    """:func:`data_digest` of an open file, reading ``chunk`` frames at a time."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in (keys.POSITIONS, keys.FORCES, keys.BOX, keys.TIME):
+        if name not in h5:
+            h.update(b"none")
+            continue
+        ds = h5[name]
+        h.update(f"{ds.dtype.str}{tuple(ds.shape)}".encode())
+        for a in range(0, ds.shape[0], chunk):
+            h.update(np.ascontiguousarray(ds[a:a + chunk]).tobytes())
+    h.update(topology.to_json().encode())
+    h.update(repr(float(temperature)).encode())
+    return "sha256:" + h.hexdigest()
+
+
+def read_frames(path: str | Path, frames, names: Sequence[str] = (keys.FORCES,)) -> Dict[str, np.ndarray]:
+    """Positions, box and the arrays ``names`` of the frames ``frames`` (increasing indices), read from the file.
+
+    ``names`` are datasets of the file (``forces``) or of its labels group (``labels/mean_forces``); the
+    streamed training set (:class:`cgkd.train.frames.StreamingFrameSet`) reads its batches through this.
+    """
+    sel = np.asarray(frames, dtype=np.int64)
+    if sel.size > 1 and np.any(np.diff(sel) <= 0):
+        raise ValueError("frames must be strictly increasing")
+    with _open(path) as h5:
+        out = {keys.POSITIONS: h5[keys.POSITIONS][sel]}
+        if keys.BOX in h5:
+            out[keys.BOX] = h5[keys.BOX][sel]
+        for name in names:
+            if name not in h5:
+                raise KeyError(f"{path} has no dataset {name!r}")
+            out[name] = h5[name][sel]
+    return out
+
+
 def _open(path: str | Path, mode: str = "r") -> h5py.File:
     """Open a CG dataset and check its format tag and version (errors name the file)."""
     path = Path(path)
@@ -262,5 +370,5 @@ def read_labels(path: str | Path, names: Optional[Sequence[str]] = None) -> Dict
     return out
 
 
-__all__ = ["CGData", "FORMAT", "FORMAT_VERSION", "content_digest", "data_digest", "has_labels", "labels_attrs", "n_frames", "read_cg", "read_labels",
+__all__ = ["CGData", "CGWriter", "FORMAT", "FORMAT_VERSION", "read_frames", "content_digest", "data_digest", "has_labels", "labels_attrs", "n_frames", "read_cg", "read_labels",
            "read_topology", "write_cg", "write_labels"]

@@ -144,6 +144,8 @@ def bootstrap_indices(train: Sequence[int], seed: int, index: int) -> np.ndarray
 
 
 LOCK_FILE = ".lock"
+#: Training frames the priors and the energy scale are fitted on when frames are streamed (``stream_chunk``).
+PRIOR_FRAMES = 256
 
 
 class MemberBusyError(CgkdError, RuntimeError):
@@ -182,7 +184,8 @@ def member_lock(folder: Path):
         fh.close()
 
 
-def train_member(cg_path: str, teacher_dir: str, index: int, arch: str, preset: Union[str, dict], config: dict, bootstrap: bool = True) -> dict:
+def train_member(cg_path: str, teacher_dir: str, index: int, arch: str, preset: Union[str, dict], config: dict,
+                 bootstrap: bool = True, stream_chunk: int = 0) -> dict:
     """Train (or resume, or skip if finished) member ``index``; returns its ``done.json`` content.
 
     A top-level function so that a process pool can run it.
@@ -197,17 +200,27 @@ def train_member(cg_path: str, teacher_dir: str, index: int, arch: str, preset: 
     with member_lock(out) if distributed.is_main() else contextlib.nullcontext():
         if done.is_file():  # finished by another process while this one waited
             return json.loads(done.read_text())
-        return _train_member(cg_path, teacher_dir, index, arch, preset, config, bootstrap, out, done)
+        return _train_member(cg_path, teacher_dir, index, arch, preset, config, bootstrap, out, done, stream_chunk)
 
 
-def _train_member(cg_path, teacher_dir, index, arch, preset, config, bootstrap, out: Path, done: Path) -> dict:
+def _train_member(cg_path, teacher_dir, index, arch, preset, config, bootstrap, out: Path, done: Path,
+                  stream_chunk: int = 0) -> dict:
     cfg = _member_config(from_dict(TrainConfig, config), index)
     split = read_split(teacher_dir)
-    data = read_cg(cg_path)
     train = bootstrap_indices(split["train"], int(from_dict(TrainConfig, config).seed), index) if bootstrap else np.asarray(split["train"])
-    with seeded(cfg.seed):
-        pot = build_potential(data, arch, preset, split["train"])
-    frames = frameset_from_cg(data, dtype=cfg.torch_dtype)
+    if stream_chunk:  # frames read from the file batch by batch; priors fitted on PRIOR_FRAMES of the training frames
+        from cgkd.train.frames import StreamingFrameSet
+
+        pick = np.unique(np.asarray(split["train"], dtype=np.int64))
+        pick = pick[np.unique(np.round(np.linspace(0, len(pick) - 1, min(len(pick), PRIOR_FRAMES))).astype(np.int64))]
+        with seeded(cfg.seed):
+            pot = build_potential(read_cg(cg_path, frames=pick), arch, preset)
+        frames = StreamingFrameSet(cg_path, chunk_frames=int(stream_chunk), dtype=cfg.torch_dtype)
+    else:
+        data = read_cg(cg_path)
+        with seeded(cfg.seed):
+            pot = build_potential(data, arch, preset, split["train"])
+        frames = frameset_from_cg(data, dtype=cfg.torch_dtype)
     res = fit(pot, frames, frames, cfg, out, train_indices=train, val_indices=split["val"], extra={"member": index})
     from cgkd.nn.potential import save_potential
 
@@ -230,10 +243,11 @@ def _train_member(cg_path, teacher_dir, index, arch, preset, config, bootstrap, 
     return info
 
 
-def member_task(cg_path, teacher_dir, index, arch, preset, config, bootstrap, threads: int = 1) -> dict:
+def member_task(cg_path, teacher_dir, index, arch, preset, config, bootstrap, threads: int = 1,
+                stream_chunk: int = 0) -> dict:
     """:func:`train_member` with ``threads`` torch threads: one task of a process pool or a Dask cluster."""
     with num_threads(threads):
-        return train_member(cg_path, teacher_dir, index, arch, preset, config, bootstrap)
+        return train_member(cg_path, teacher_dir, index, arch, preset, config, bootstrap, stream_chunk)
 
 
 def train_teachers(
@@ -249,6 +263,7 @@ def train_teachers(
     test_fraction: float = 0.1,
     bootstrap: bool = True,
     executor=None,
+    stream_chunk: int = 0,
 ) -> List[dict]:
     """Train an ensemble of ``n_members`` teachers on the mapped forces of ``cg_path``.
 
@@ -277,6 +292,10 @@ def train_teachers(
     executor : cgkd.parallel.ExecutorConfig or dict, optional
         Where the members run (a Dask scheduler, a SLURM/PBS cluster); overrides ``n_workers``. Each member
         is one task; a worker lost mid-training costs only its member's unfinished epoch.
+    stream_chunk : int
+        0 (default): hold the CG frames in memory. K > 0: read them from ``cg_path`` batch by batch, shuffled by
+        chunks of K frames (:class:`cgkd.train.frames.StreamingFrameSet`), with the priors and the energy scale
+        fitted on up to ``PRIOR_FRAMES`` training frames: for datasets larger than memory.
 
     Returns
     -------
@@ -309,6 +328,10 @@ def train_teachers(
         "bootstrap": bool(bootstrap),
         "config": to_dict(config),
     }
+    if isinstance(stream_chunk, bool) or not isinstance(stream_chunk, (int, np.integer)) or stream_chunk < 0:
+        raise ValueError(f"stream_chunk must be an integer >= 0 (0: frames in memory), got {stream_chunk!r}")
+    if stream_chunk:
+        meta["stream_chunk"] = int(stream_chunk)
     ens_path = out_dir / ENSEMBLE_FILE
     if ens_path.is_file():
         old = json.loads(ens_path.read_text())
@@ -334,8 +357,10 @@ def train_teachers(
         raise ValueError("under torchrun each member is one model trained on all ranks: use one worker and the local "
                          f"executor (got backend={ex.backend!r}, workers={ex.workers})")
     if ex.in_process:
-        return [train_member(str(cg_path), str(out_dir), m, arch, preset, cfg, bootstrap) for m in members]
-    jobs = [(str(cg_path), str(out_dir), m, arch, preset, cfg, bootstrap, ex.threads) for m in members]
+        return [train_member(str(cg_path), str(out_dir), m, arch, preset, cfg, bootstrap, int(stream_chunk))
+                for m in members]
+    jobs = [(str(cg_path), str(out_dir), m, arch, preset, cfg, bootstrap, ex.threads, int(stream_chunk))
+            for m in members]
     try:
         return run_tasks(member_task, jobs, ex, labels=[f"member {m}" for m in members], desc="teacher members",
                          show_progress=bool(config.progress))

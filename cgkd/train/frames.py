@@ -187,4 +187,118 @@ def frameset_from_cg(data, targets: Optional[Dict[str, np.ndarray]] = None, dtyp
     )
 
 
-__all__ = ["FrameSet", "frameset_from_cg"]
+class StreamingFrameSet:
+    """The frames of a CG dataset file read batch by batch: memory for about two chunks of frames, not the file.
+
+    Drop-in for :class:`FrameSet` in :func:`cgkd.train.fit` (``n_frames``, ``n_beads``, ``to``, ``batch``,
+    ``batches``). Shuffling is by chunk: the order of the chunks of ``chunk_frames`` consecutive frames is
+    drawn from the generator, then the order of the requested frames inside each chunk, so each chunk is
+    read once per epoch. (Frames next to each other in a trajectory are correlated anyway; a chunk much
+    shorter than the training set keeps the batches mixed.) The batches hold the same arrays as
+    :meth:`FrameSet.batch` of the same frames.
+
+    Parameters
+    ----------
+    path : path
+        A ``cgkd-cg`` file.
+    targets : dict of str -> str, optional
+        Batch key -> dataset in the file (``forces``, or ``labels/mean_forces`` for ensemble labels); default
+        the mapped forces as ``forces``.
+    chunk_frames : int
+    dtype : torch.dtype
+    """
+
+    def __init__(self, path, targets: Optional[Dict[str, str]] = None, chunk_frames: int = 256,
+                 dtype: torch.dtype = torch.float32):
+        from cgkd.data.cg_h5 import n_frames, read_topology
+
+        if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, (int, np.integer)) or chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be a positive integer, got {chunk_frames!r}")
+        self.path = str(path)
+        self.targets = dict(targets) if targets is not None else {keys.FORCES: keys.FORCES}
+        self.chunk_frames = int(chunk_frames)
+        self.dtype = dtype
+        self._n = n_frames(path)
+        self.types = torch.as_tensor(np.array(read_topology(path).types), dtype=torch.int64)
+        self._cache: Dict[int, FrameSet] = {}
+
+    @property
+    def n_frames(self) -> int:
+        return self._n
+
+    @property
+    def n_beads(self) -> int:
+        return int(self.types.shape[0])
+
+    def to(self, dtype: torch.dtype) -> "StreamingFrameSet":
+        out = StreamingFrameSet.__new__(StreamingFrameSet)
+        out.__dict__.update(self.__dict__)
+        out.dtype, out._cache = dtype, {}
+        return out
+
+    def _chunk(self, c: int) -> FrameSet:
+        if c not in self._cache:
+            from cgkd.data.cg_h5 import read_frames
+
+            if len(self._cache) >= 2:  # the chunk being served and the next one
+                self._cache.pop(next(iter(self._cache)))
+            a, b = c * self.chunk_frames, min((c + 1) * self.chunk_frames, self._n)
+            arr = read_frames(self.path, np.arange(a, b), names=sorted(set(self.targets.values())))
+            conv = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(self.dtype)  # noqa: E731
+            self._cache[c] = FrameSet(positions=conv(arr[keys.POSITIONS]), types=self.types,
+                                      box=conv(arr[keys.BOX]) if keys.BOX in arr else None,
+                                      targets={k: conv(arr[v]) for k, v in self.targets.items()})
+        return self._cache[c]
+
+    def batch(self, frames: Sequence[int], device: torch.device | str = "cpu") -> Dict[str, Tensor]:
+        """The batch dict of ``frames`` (global frame indices), as :meth:`FrameSet.batch`."""
+        idx = np.asarray(frames, dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= self._n):
+            raise ValueError(f"frame indices must lie in 0..{self._n - 1}, got {idx.min()}..{idx.max()}")
+        parts = []
+        for c in np.unique(idx // self.chunk_frames):
+            parts.append(self._chunk(int(c)))
+        if len(parts) == 1:
+            fs, local = parts[0], idx - (idx[0] // self.chunk_frames) * self.chunk_frames
+        else:  # a batch across chunk boundaries: stack the frames it needs
+            rows = [self._chunk(int(i // self.chunk_frames)) for i in idx]
+            off = [int(i % self.chunk_frames) for i in idx]
+            pick = lambda t: None if t is None else torch.stack([getattr(r, t)[o] for r, o in zip(rows, off)])  # noqa: E731
+            fs = FrameSet(positions=pick("positions"), types=self.types, box=pick("box"),
+                          targets={k: torch.stack([r.targets[k][o] for r, o in zip(rows, off)]) for k in self.targets})
+            local = np.arange(len(idx))
+        out = fs.batch(local, device=device)
+        out["frame"] = torch.as_tensor(idx).to(device)
+        return out
+
+    def batches(self, indices: Sequence[int], batch_size: int, generator: Optional[torch.Generator] = None,
+                device: torch.device | str = "cpu", shard: bool = False) -> Iterator[Dict[str, Tensor]]:
+        """Batches over ``indices`` (repeats allowed), shuffled by chunk when a generator is given."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and (indices.min() < 0 or indices.max() >= self._n):
+            raise ValueError(f"frame indices must lie in 0..{self._n - 1}, got {indices.min()}..{indices.max()}")
+        if generator is not None:
+            chunk_of = indices // self.chunk_frames
+            chunks = np.unique(chunk_of)
+            order = []
+            for c in chunks[torch.randperm(len(chunks), generator=generator).numpy()]:
+                mine = indices[chunk_of == c]
+                order.append(mine[torch.randperm(len(mine), generator=generator).numpy()])
+            indices = np.concatenate(order) if order else indices
+        for start in range(0, len(indices), batch_size):
+            frames = indices[start : start + batch_size]
+            if shard:
+                from cgkd.train.distributed import shard as rank_part
+
+                frames, stand_in = rank_part(frames)
+            else:
+                stand_in = False
+            out = self.batch(frames, device=device)
+            if stand_in:
+                out[SAMPLE_WEIGHT] = torch.zeros_like(out[SAMPLE_WEIGHT])
+            yield out
+
+
+__all__ = ["FrameSet", "StreamingFrameSet", "frameset_from_cg"]

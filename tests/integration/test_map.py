@@ -87,3 +87,32 @@ def test_one_bead_map_matches_plain_numpy(reline_aa, tmp_path):
         np.testing.assert_allclose(cg.forces[:, k], aa.forces[:, idx].astype(np.float64).sum(1),
                                    rtol=1e-5, atol=1e-3)
     assert cg.masses == pytest.approx([aa.masses[[a.index for a in r.atoms()]].sum() for r in residues])
+
+
+def test_streamed_mapping_equals_the_in_memory_one(reline_aa, tmp_path, capsys):
+    from cgkd.data.cg_h5 import content_digest, data_digest, write_cg
+    from cgkd.data.mapped import map_aa, map_aa_file
+
+    ref, rep = map_aa(read_aa(reline_aa), mapping="two_bead_choline", force_map="optimal")
+    write_cg(tmp_path / "ref.h5", ref)
+    # 3 frames a chunk over 8 frames: chunks 3, 3, 2; the optimal map fitted on all 8 frames, as in memory
+    got = map_aa_file(reline_aa, tmp_path / "stream.h5", mapping="two_bead_choline", force_map="optimal",
+                      chunk_frames=3, fit_frames=None)
+    cg = read_cg(tmp_path / "stream.h5")
+    np.testing.assert_array_equal(cg.positions, ref.positions)
+    np.testing.assert_array_equal(cg.forces, ref.forces)
+    np.testing.assert_array_equal(cg.box, ref.box)
+    np.testing.assert_array_equal(cg.time, ref.time)
+    assert content_digest(tmp_path / "stream.h5") == data_digest(ref) == content_digest(tmp_path / "ref.h5")
+    assert got["msf"]["optimal"] == pytest.approx(rep["msf"]["optimal"], rel=1e-9)
+    assert cg.attrs["mapping"] == "two_bead_choline" and cg.topology.to_json() == ref.topology.to_json()
+    # fitted on fewer frames: the same positions, forces from another (still consistent) force map
+    few = map_aa_file(reline_aa, tmp_path / "few.h5", mapping="two_bead_choline", chunk_frames=4, fit_frames=3)
+    assert few["fit_frames"] == 3
+    np.testing.assert_array_equal(read_cg(tmp_path / "few.h5").positions, ref.positions)
+    # the CLI streams with --chunk-frames
+    assert main(["map", str(reline_aa), "--out", str(tmp_path / "cli.h5"), "--mapping", "two_bead_choline",
+                 "--chunk-frames", "3", "--fit-frames", "8"]) == 0
+    assert content_digest(tmp_path / "cli.h5") == data_digest(ref)
+    with pytest.raises(ValueError, match="chunk_frames must be a positive integer, got 0"):
+        map_aa_file(reline_aa, tmp_path / "x.h5", chunk_frames=0)
