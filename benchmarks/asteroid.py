@@ -6,7 +6,8 @@
 2. **Arms** (``--stage arms``), at each number N of accurate labels and seed:
    ``scratch`` (N accurate only), ``cheap`` (all xTB only), ``pooled`` (xTB + N accurate, unweighted),
    ``cheap_finetune`` (xTB, then fine-tuned on N accurate), ``asteroid`` (bias model on N accurate, xTB weighted by
-   exp(-b/gamma), fine-tuned on N accurate).
+   exp(-b/gamma), fine-tuned on N accurate), ``score`` (sliced score matching on the xTB configurations at their
+   sampling temperatures, no labels) and ``score_finetune`` (that model fine-tuned on N accurate).
 3. **Output**: force RMSE (and energy RMSE per atom, offset included: xTB and PBE have different zeros, which
    the arms that see accurate labels learn) against the held-out PBE frames, mean and 95 % interval over seeds.
 
@@ -28,7 +29,7 @@ import numpy as np
 
 from benchmarks.common import machine_info, mean_ci, save_result
 
-ARMS = ("scratch", "cheap", "pooled", "cheap_finetune", "asteroid")
+ARMS = ("scratch", "cheap", "pooled", "cheap_finetune", "asteroid", "score", "score_finetune")
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def data(preset: AsteroidPreset, out: Path) -> dict:
 
 def arms(preset: AsteroidPreset, out: Path, name: str) -> dict:
     from cgkd.io.atoms import concatenate, read_atoms, write_atoms
-    from cgkd.kd.asteroid import run_asteroid
+    from cgkd.kd.asteroid import run_asteroid, train_score_matching
     from cgkd.kd.atomistic import train_atomistic
     from cgkd.nn.potential import load_potential
     from cgkd.train.trainer import TrainConfig
@@ -106,6 +107,8 @@ def arms(preset: AsteroidPreset, out: Path, name: str) -> dict:
     for seed in preset.seeds:
         cheap_run = train_atomistic(cheap_path, out / f"cheap_s{seed}", preset=model, config=cfg(preset.epochs, seed))
         rows.append(dict(arm="cheap", n=0, seed=seed, **_score(load_potential(cheap_run["model"]), test)))
+        score_run = train_score_matching(cheap_path, out / f"score_s{seed}", preset=model, config=cfg(preset.epochs, seed))
+        rows.append(dict(arm="score", n=0, seed=seed, **_score(load_potential(score_run["model"]), test)))
         for n in preset.sizes:
             sub = out / f"accurate_n{n}_s{seed}.xyz"
             if not sub.exists():
@@ -125,6 +128,9 @@ def arms(preset: AsteroidPreset, out: Path, name: str) -> dict:
                                config=cfg(preset.epochs, seed), finetune_config=cfg(preset.finetune_epochs, seed))
             rows.append(dict(arm="asteroid", n=n, seed=seed, gamma=ast["gamma"],
                              **_score(load_potential(ast["model"]), test)))
+            sm = train_atomistic(sub, out / f"score_finetune_n{n}_s{seed}", init=score_run["model"],
+                                 config=cfg(preset.finetune_epochs, seed), val_fraction=0.15, test_fraction=0.05)
+            rows.append(dict(arm="score_finetune", n=n, seed=seed, **_score(load_potential(sm["model"]), test)))
     result = {"machine": machine_info(), "preset": name, "settings": preset.__dict__, "rows": rows,
               "summary": summarise(rows)}
     save_result(f"asteroid_{name}", result)

@@ -486,3 +486,35 @@ def test_fine_tuning_moves_the_energy_zero_to_the_new_labels(tmp_path, mixed):
     # no worse than the init model on its own labels (the fit also removes the init model's own mean offset)
     assert evaluate_atomistic(pot, shifted)["energy_rmse_per_atom"] <= 1.01 * evaluate_atomistic(
         load_potential(first["model"]), al)["energy_rmse_per_atom"] + 0.1
+
+
+def test_score_matching_learns_forces_from_unlabelled_md_samples(tmp_path):
+    """Sliced score matching on EMT MD configurations (their labels dropped) learns forces that point along EMT's:
+    the minimiser of the objective is the Boltzmann force F = kT grad log p."""
+    from cgkd.kd.asteroid import train_score_matching
+    from cgkd.kd.atomistic import evaluate_atomistic
+    from cgkd.nn.potential import load_potential
+
+    cell = fcc_cells("Al", [(2, 2, 2)])[0]
+    md = sample_md(get_labeler("emt"), cell, temperatures=[300.0], frames_per_run=60, interval=4, seed=3)
+    write_atoms(tmp_path / "md.xyz", md.select(np.arange(50)))
+    cfg = TrainConfig(max_epochs=25, batch_size=5, lr=2e-3, early_stopping=0, seed=0)
+    res = train_score_matching(tmp_path / "md.xyz", tmp_path / "sm", preset={"n_features": 8, "n_interactions": 1},
+                               config=cfg)
+    held = md.select(np.arange(50, 60))
+    pot = load_potential(res["model"])
+    from cgkd.nn.calculator import CgkdCalculator
+
+    calc = CgkdCalculator(res["model"])
+    pred = np.concatenate([np.asarray(calc.get_forces(held.to_ase(s))) for s in range(held.n_structures)])
+    pred = pred * EV_PER_A_TO_KJ_PER_MOL_NM
+    cos = float(np.sum(pred * held.forces) / np.sqrt(np.sum(pred ** 2) * np.sum(held.forces ** 2)))
+    assert cos > 0.5, f"score-matched forces are not aligned with EMT's (cosine {cos:.3f})"
+    assert evaluate_atomistic(pot, held)["force_rmse"] < float(np.sqrt(np.mean(held.forces ** 2)))
+    # resumable and bound to its data; structures without a temperature are refused by name
+    assert train_score_matching(tmp_path / "md.xyz", tmp_path / "sm", config=cfg)["best_epoch"] == res["best_epoch"]
+    bare = AtomsData(numbers=md.numbers, positions=md.positions, offsets=md.offsets, cells=md.cells,
+                     info=[{} for _ in range(md.n_structures)])
+    write_atoms(tmp_path / "bare.xyz", bare)
+    with pytest.raises(ValueError, match="have no 'temperature_K' in their info"):
+        train_score_matching(tmp_path / "bare.xyz", tmp_path / "sm2", config=cfg)
