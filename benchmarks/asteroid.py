@@ -7,7 +7,9 @@
    ``scratch`` (N accurate only), ``cheap`` (all xTB only), ``pooled`` (xTB + N accurate, unweighted),
    ``cheap_finetune`` (xTB, then fine-tuned on N accurate), ``asteroid`` (bias model on N accurate, xTB weighted by
    exp(-b/gamma), fine-tuned on N accurate), ``score`` (sliced score matching on the xTB configurations at their
-   sampling temperatures, no labels) and ``score_finetune`` (that model fine-tuned on N accurate).
+   sampling temperatures, no labels), ``score_finetune`` (that model fine-tuned on N accurate) and ``correction``
+   (the xTB-trained model plus a learned correction, a second model trained on accurate - that model's prediction
+   on the N accurate frames: Delta-learning on top of the cheap fidelity).
 3. **Output**: force RMSE (and energy RMSE per atom, offset included: xTB and PBE have different zeros, which
    the arms that see accurate labels learn) against the held-out PBE frames, mean and 95 % interval over seeds.
 
@@ -29,7 +31,7 @@ import numpy as np
 
 from benchmarks.common import machine_info, mean_ci, save_result
 
-ARMS = ("scratch", "cheap", "pooled", "cheap_finetune", "asteroid", "score", "score_finetune")
+ARMS = ("scratch", "cheap", "pooled", "cheap_finetune", "asteroid", "score", "score_finetune", "correction")
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,13 @@ def arms(preset: AsteroidPreset, out: Path, name: str) -> dict:
             sm = train_atomistic(sub, out / f"score_finetune_n{n}_s{seed}", init=score_run["model"],
                                  config=cfg(preset.finetune_epochs, seed), val_fraction=0.15, test_fraction=0.05)
             rows.append(dict(arm="score_finetune", n=n, seed=seed, **_score(load_potential(sm["model"]), test)))
+            from cgkd.kd.pfd import ModelLabeler, TeacherLabeler, fit_correction
+
+            base = ModelLabeler(cheap_run["model"])
+            corr = fit_correction(base, sub, out / f"correction_n{n}_s{seed}", preset=model,
+                                  config=cfg(preset.finetune_epochs, seed))
+            both = TeacherLabeler(base, corr["model"]).label(test, show_progress=False)
+            rows.append(dict(arm="correction", n=n, seed=seed, **_label_errors(both, test)))
     result = {"machine": machine_info(), "preset": name, "settings": preset.__dict__, "rows": rows,
               "summary": summarise(rows)}
     save_result(f"asteroid_{name}", result)
@@ -143,6 +152,17 @@ def _score(potential, test) -> dict:
 
     e = evaluate_atomistic(potential, test)
     return {"force_rmse_eV_per_A": e["force_rmse_eV_per_A"], "energy_rmse_meV_per_atom": e["energy_rmse_meV_per_atom"]}
+
+
+def _label_errors(pred, test) -> dict:
+    """Force RMSE (eV/A) and energy RMSE per atom (meV) of labels ``pred`` against ``test`` (same structures)."""
+    from cgkd import units
+    from cgkd.io.atoms import EV_PER_A_TO_KJ_PER_MOL_NM
+
+    df = (pred.forces - test.forces) / EV_PER_A_TO_KJ_PER_MOL_NM
+    de = (pred.energy - test.energy) / test.n_atoms / units.EV_TO_KJ_PER_MOL * 1e3
+    return {"force_rmse_eV_per_A": float(np.sqrt(np.mean(df ** 2))),
+            "energy_rmse_meV_per_atom": float(np.sqrt(np.mean(de ** 2)))}
 
 
 def summarise(rows) -> dict:

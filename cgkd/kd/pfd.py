@@ -50,6 +50,24 @@ def fit_correction(universal: Labeler, accurate_path, out_dir, *, preset: Union[
                            test_fraction=0.1)
 
 
+class ModelLabeler(Labeler):
+    """A trained cgkd model file (``model.pt``) as a labeler: the base of a correction (Delta-learning) model."""
+
+    def __init__(self, model: str | Path):
+        self.model = str(model)
+        self.name = f"model:{Path(self.model).parent.name}"
+
+    def calculator(self):
+        from cgkd.nn.calculator import CgkdCalculator
+
+        return CgkdCalculator(self.model)
+
+    def provenance(self) -> dict:
+        from cgkd.io.provenance import file_digest
+
+        return {"labeler": self.name, "model": self.model, "digest": file_digest(self.model)}
+
+
 class TeacherLabeler(Labeler):
     """A universal model plus an optional cgkd correction model, as one labeler (an ASE ``SumCalculator``)."""
 
@@ -151,4 +169,4 @@ def universal_labeler(name: str, **kwargs) -> Labeler:
     return LABELERS.get(name)(**kwargs) if kwargs else get_labeler(name)
 
 
-__all__ = ["TeacherLabeler", "fit_correction", "run_pfd", "teacher_errors", "universal_labeler"]
+__all__ = ["ModelLabeler", "TeacherLabeler", "fit_correction", "run_pfd", "teacher_errors", "universal_labeler"]
