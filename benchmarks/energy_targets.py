@@ -74,6 +74,15 @@ def gauge_statistics(cg_path: Path) -> dict:
     }
 
 
+#: The uncertainty-weighting ablation (issue 11, deliver 5): the force-only student with and without each bead's
+#: force loss weighted by 1 / (sigma^2 + mean sigma^2) of the ensemble's spread (``--uncertainty-weighting``).
+UNCERTAINTY_ARMS: Tuple[Tuple[str, str, str, float], ...] = (
+    ("none", "none", "free", 0.0),
+    ("uncertainty-weighted", "none", "free", 0.0),
+)
+ABLATIONS = {"energy": DEFAULT_ARMS, "uncertainty": UNCERTAINTY_ARMS}
+
+
 def run(cg_path: Path, teacher_dir: Path, out: Path, seeds: Sequence[int], arms=DEFAULT_ARMS, epochs: int = 30,
         preset: str = "small", name: Optional[str] = None) -> dict:
     from cgkd.kd import train_student
@@ -102,7 +111,8 @@ def run(cg_path: Path, teacher_dir: Path, out: Path, seeds: Sequence[int], arms=
                 cfg = TrainConfig(max_epochs=epochs, seed=2000 + seed, progress=False)
                 info = train_student(cg_path, teacher_dir, out / f"seed{seed}" / label.replace("/", "_"),
                                      force_target="mean", energy_target=target, energy_gauge=gauge,
-                                     energy_weight=weight if target != "none" else 1.0, preset=preset, config=cfg)
+                                     energy_weight=weight if target != "none" else 1.0, preset=preset, config=cfg,
+                                     uncertainty_weighting=label == "uncertainty-weighted")
                 runs.setdefault(label, {})[seed] = {"vs_mapped": info["force_rmse_vs_mapped"],
                                                     "vs_label": info["force_rmse_vs_label"]}
                 note(f"energy targets: seed {seed} {label}: force RMSE {info['force_rmse_vs_mapped']:.2f} vs mapped "
@@ -137,11 +147,15 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--preset", default="small")
     p.add_argument("--name", default="energy_targets")
     p.add_argument("--stats-only", action="store_true", help="only the gauge statistics (no training)")
+    p.add_argument("--ablation", choices=sorted(ABLATIONS), default="energy",
+                   help="energy: the energy-target sweep (default); uncertainty: force-only students with and without "
+                        "uncertainty weighting")
     args = p.parse_args(argv)
     if args.stats_only:
         print(json.dumps(gauge_statistics(args.cg), indent=1))
         return 0
-    res = run(args.cg, args.teachers, args.out, args.seeds, epochs=args.epochs, preset=args.preset, name=args.name)
+    res = run(args.cg, args.teachers, args.out, args.seeds, arms=ABLATIONS[args.ablation], epochs=args.epochs,
+              preset=args.preset, name=args.name)
     for r in res["rows"]:
         v = r["vs_mapped"]
         print(f"{r['arm']:14s} vs mapped {v['mean']:.2f} +- {v['ci95']:.2f}   minus none {v['minus_none']:+.2f} "
