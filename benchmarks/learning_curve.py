@@ -125,6 +125,70 @@ def run_cell(data, n_train: int, seed: int, preset: LCPreset, folder: Path, devi
     return result
 
 
+#: CG MD of the structure stage: replicas, picoseconds per replica (the ensemble gets half, it is M times slower).
+STRUCTURE_MD = {"replicas": 2, "ps": 100.0, "report_ps": 0.5}
+STRUCTURE_MODELS = ("control", "student", "ensemble")
+
+
+def structure_cell(folder: Path, reference, md: dict = STRUCTURE_MD, models=STRUCTURE_MODELS) -> dict:
+    """RDF/ADF/CDF total absolute errors of the cell's models in CG MD against ``reference``; resumable.
+
+    Each model is exported, run for ``md["replicas"]`` x ``md["ps"]`` ps at cgkd's default time step from the
+    cell's training frames, and compared with ``cgkd.analysis.compare``. Returns mean TAE per kind per model
+    (over type pairs/triplets), also written to ``folder/structure.json``.
+    """
+    from cgkd.analysis import CompareSettings, compare
+    from cgkd.export.artefact import export_ensemble, export_model
+    from cgkd.openmm.md import default_timestep, run_cg_md
+
+    done = folder / "structure.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    cg = folder / "cg.h5"
+    runs, survived = {}, {}
+    for model in models:
+        art = folder / "md" / f"{model}.pt"
+        art.parent.mkdir(parents=True, exist_ok=True)
+        if not art.is_file():
+            if model == "ensemble":
+                export_ensemble(folder / "teachers", cg, art)
+            else:
+                export_model(folder / model / "model.pt", cg, art)
+        dt = default_timestep("neural")
+        ps = md["ps"] / 2 if model == "ensemble" else md["ps"]
+        summary = run_cg_md(art, cg, folder / "md" / model, n_replicas=md["replicas"], steps=int(round(ps / dt)),
+                            report_interval=max(1, int(round(md["report_ps"] / dt))), progress=False, seed=7)
+        survived[model] = summary["survived"]
+        runs[model] = folder / "md" / model
+    res = compare(reference, {m: runs[m] for m in models}, folder / "md" / "compare",
+                  settings=CompareSettings(max_frames=200, progress=False))
+    out = {"survived": survived, "tae": {}}
+    for model in models:
+        rows = res["errors"][model]
+        out["tae"][model] = {kind: float(np.mean([v["tae"] for k, v in rows.items() if k.startswith(kind.upper())]))
+                             for kind in ("rdf", "adf", "cdf")}
+    write_text(done, json.dumps(out, indent=1))
+    return out
+
+
+def summarise_structure(cells: List[dict]) -> List[dict]:
+    """Per N and kind: mean TAE with 95 % CI per model, and paired differences student - control."""
+    rows = []
+    for n in sorted({c["n_train"] for c in cells}):
+        group = [c for c in cells if c["n_train"] == n and "structure" in c]
+        for kind in ("rdf", "adf", "cdf"):
+            row = {"n_train": n, "kind": kind, "n_seeds": len(group)}
+            for model in STRUCTURE_MODELS:
+                m, h, _ = mean_ci([c["structure"]["tae"][model][kind] for c in group])
+                row[model] = {"mean": m, "ci95": h}
+            for model in ("student", "ensemble"):
+                d = [c["structure"]["tae"][model][kind] - c["structure"]["tae"]["control"][kind] for c in group]
+                m, h, _ = mean_ci(d)
+                row[f"{model}_minus_control"] = {"mean": m, "ci95": h, "wins": int(sum(x < 0 for x in d))}
+            rows.append(row)
+    return rows
+
+
 def summarise(cells: List[dict]) -> List[dict]:
     """Per N: mean RMSE with 95 % CI per model, and paired differences to the control."""
     rows = []
@@ -195,7 +259,7 @@ def plot(rows: List[dict], path: Path, title: str) -> None:
 
 
 def run(cg_path: Path, preset_name: str, out: Path, device: str = "cpu", name: Optional[str] = None,
-        plot_path: Optional[Path] = None) -> dict:
+        plot_path: Optional[Path] = None, structure: bool = False, structure_md: Optional[dict] = None) -> dict:
     from cgkd.data.cg_h5 import read_cg
     from cgkd.progress import note
     from cgkd.train.checkpoint import num_threads
@@ -211,9 +275,20 @@ def run(cg_path: Path, preset_name: str, out: Path, device: str = "cpu", name: O
             r = cells[-1]["rmse"]
             note(f"learning curve {i + 1}/{total}: N={n} seed={seed} control {r['control']:.1f}, student "
                  f"{r['student']:.1f}, ensemble {r['ensemble']:.1f} kJ/mol/nm ({time.perf_counter() - t0:.0f} s)")
+            if structure:  # the held-out test frames of the cell (never trained on) are the AA reference
+                t0 = time.perf_counter()
+                ref = data.subset(np.asarray(cells[-1]["frames"]["test"]))
+                cells[-1]["structure"] = structure_cell(out / f"n{n:04d}" / f"seed{seed}", ref,
+                                                        md=structure_md or STRUCTURE_MD)
+                t = cells[-1]["structure"]["tae"]
+                note(f"  structure N={n} seed={seed}: RDF TAE control {t['control']['rdf']:.3f}, student "
+                     f"{t['student']['rdf']:.3f}, ensemble {t['ensemble']['rdf']:.3f} ({time.perf_counter() - t0:.0f} s)")
     rows = summarise(cells)
     result = {"cg": str(cg_path), "n_frames": data.n_frames, "n_beads": data.n_beads, "preset": preset_name,
               "settings": asdict(preset), "rows": rows, "cells": cells}
+    if structure:
+        result["structure_md"] = structure_md or STRUCTURE_MD
+        result["structure_rows"] = summarise_structure(cells)
     if name:
         save_result(name, result)
     if plot_path is not None:
@@ -230,14 +305,23 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--name", default=None, help="result name in benchmarks/results (default learning_curve_<preset>)")
     p.add_argument("--plot", type=Path, default=None, help="PNG of the curves")
     p.add_argument("--markdown", action="store_true", help="also print the summary as a markdown table")
+    p.add_argument("--structure", action="store_true",
+                   help="also run CG MD of control, student and ensemble per cell and report RDF/ADF/CDF TAE against "
+                        "the cell's held-out test frames")
     args = p.parse_args(argv)
-    res = run(args.cg, args.preset, args.out, args.device, args.name or f"learning_curve_{args.preset}", args.plot)
+    res = run(args.cg, args.preset, args.out, args.device, args.name or f"learning_curve_{args.preset}", args.plot,
+              structure=args.structure)
     for r in res["rows"]:
         d = r["student_minus_control"]
         e = r["ensemble_minus_control"]
         print(f"N={r['n_train']:4d}  control {r['control']['mean']:.2f}  student {r['student']['mean']:.2f}  "
               f"ensemble {r['ensemble']['mean']:.2f}  student-control {d['mean']:+.2f} +- {d['ci95']:.2f} "
               f"({d['wins']}/{d['n']} wins)  ensemble-control {e['mean']:+.2f} +- {e['ci95']:.2f}")
+    for r in res.get("structure_rows", []):
+        d = r["student_minus_control"]
+        print(f"N={r['n_train']:4d} {r['kind'].upper()} TAE control {r['control']['mean']:.3f}  student "
+              f"{r['student']['mean']:.3f}  ensemble {r['ensemble']['mean']:.3f}  student-control {d['mean']:+.3f} +- "
+              f"{d['ci95']:.3f} ({d['wins']}/{r['n_seeds']} wins)")
     if args.markdown:
         print(markdown(res["rows"]))
     return 0

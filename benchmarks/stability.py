@@ -55,9 +55,13 @@ def run(cg_path: Path, models: Dict[str, str], out: Path, *, length_ps: float = 
         protocols: Sequence[str] = PROTOCOLS, hot_factor: float = 1.2, step_factor: float = 1.5,
         perturb_nm: float = 0.02, report_ps: float = 1.0, seed: int = 0, platform: Optional[str] = None,
         name: Optional[str] = None, plot_path: Optional[Path] = None,
-        timesteps: Optional[Dict[str, float]] = None) -> dict:
+        timesteps: Optional[Dict[str, float]] = None, executor=None) -> dict:
     """Run every model under every protocol; ``timesteps`` ({"neural": ps, "native": ps}) overrides the
-    model kinds' default time steps (``cgkd.openmm.md.DEFAULT_TIMESTEP``)."""
+    model kinds' default time steps (``cgkd.openmm.md.DEFAULT_TIMESTEP``). ``executor`` (:mod:`cgkd.parallel`)
+    runs the replicas of each (model, protocol) as parallel tasks (a local pool, a Dask cluster)."""
+    from cgkd.parallel import as_executor
+
+    ex = as_executor(executor)
     from cgkd.data.cg_h5 import read_cg
     from cgkd.nn.native import is_native_file
     from cgkd.openmm.md import DEFAULT_TIMESTEP, run_cg_md
@@ -78,10 +82,21 @@ def run(cg_path: Path, models: Dict[str, str], out: Path, *, length_ps: float = 
             dt = steps_by_kind[kind] * (step_factor if proto == "big_step" else 1.0)
             temp = data.temperature * (hot_factor if proto == "hot" else 1.0)
             start = perturbed(data, perturb_nm, seed) if proto == "perturbed" else data
+            if not ex.in_process:  # tasks rebuild the system from files
+                from cgkd.data.cg_h5 import write_cg
+
+                if proto == "perturbed":
+                    path = out / label / "perturbed_start.h5"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_cg(path, start)
+                    start = path
+                else:
+                    start = cg_path
             every = max(1, int(round(report_ps / dt)))
             steps = every * max(1, int(round(length_ps / (every * dt))))
             s = run_cg_md(model, start, out / label / proto, n_replicas=replicas, steps=steps, timestep=dt,
-                          temperature=temp, report_interval=every, seed=seed, platform=platform, progress=True)
+                          temperature=temp, report_interval=every, seed=seed, platform=platform, progress=True,
+                          executor=ex)
             ttf = [r["time_to_failure_ps"] if not r["survived"] else None for r in s["replicas"]]
             failed = [x for x in ttf if x is not None]
             results.setdefault(label, {})[proto] = {
@@ -173,6 +188,9 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--platform", default=None)
     p.add_argument("--name", default="stability")
     p.add_argument("--plot", type=Path, default=None)
+    from cgkd.cli.executor import add_executor_args, executor_from_args
+
+    add_executor_args(p, workers_help="replicas run")
     args = p.parse_args(argv)
     models = {}
     for item in args.model:
@@ -189,7 +207,7 @@ def main(argv: Optional[list] = None) -> int:
             raise SystemExit(f"--timestep must be KIND=PS (e.g. neural=0.016), got {item!r}") from None
     res = run(args.cg, models, args.out, timesteps=timesteps, length_ps=args.ps, replicas=args.replicas, protocols=args.protocols,
               hot_factor=args.hot_factor, step_factor=args.step_factor, perturb_nm=args.perturb,
-              platform=args.platform, name=args.name, plot_path=args.plot)
+              platform=args.platform, name=args.name, plot_path=args.plot, executor=executor_from_args(args))
     for label, by in res["results"].items():
         for proto, r in by.items():
             print(json.dumps({"model": label, "protocol": proto, "survived": f"{r['survived']}/{r['replicas']}",

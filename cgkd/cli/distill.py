@@ -50,6 +50,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--relabel", action="store_true", help="recompute the labels even if they exist")
     add_common_training_args(p)
+    from cgkd.cli.executor import add_executor_args
+
+    add_executor_args(p, workers_help="label chunks (member x frames) computed")
     return p
 
 
@@ -73,7 +76,9 @@ def run(args) -> int:
     from cgkd.train import distributed
 
     if distributed.is_main() and (args.relabel or not labels_are_current(cg, tdir)):  # rank 0 under torchrun
-        make_labels(cg, tdir)
+        from cgkd.cli.executor import executor_from_args
+
+        make_labels(cg, tdir, executor=executor_from_args(args))
         errors = ensemble_errors(cg, tdir, "test" if read_split(tdir)["test"] else "val")
         print(json.dumps({"teacher_force_rmse_vs_mapped": errors}))
     distributed.barrier()

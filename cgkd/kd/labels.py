@@ -71,12 +71,45 @@ def predict(model, data, batch_size: int = 16, device: str = "cpu") -> Dict[str,
     return {keys.FORCE: forces, keys.NODE_ENERGY: node, keys.ENERGY: energy}
 
 
-def ensemble_predictions(cg_path, teacher_dir: str | Path, batch_size: int = 16, device: str = "cpu") -> Dict[str, np.ndarray]:
+def label_chunk_task(teacher_dir: str, member: int, cg_path: str, start: int, stop: int, batch_size: int = 16,
+                     threads: int = 1) -> Dict[str, np.ndarray]:
+    """:func:`predict` of one teacher member on frames ``start:stop`` of ``cg_path``: one task of a parallel labelling."""
+    from cgkd.train.checkpoint import num_threads
+
+    with num_threads(threads):
+        (model,) = load_teachers(teacher_dir, members=[member])
+        return predict(model, read_cg(cg_path, frames=slice(start, stop)), batch_size)
+
+
+def ensemble_predictions(cg_path, teacher_dir: str | Path, batch_size: int = 16, device: str = "cpu",
+                         executor=None, chunk_frames: int = 1024) -> Dict[str, np.ndarray]:
     """All label arrays (see the module docstring) computed from the finished teachers on every frame of
     ``cg_path`` (a CG dataset path, or a :class:`cgkd.data.cg_h5.CGData`, e.g. configurations sampled
-    elsewhere)."""
-    data = read_cg(cg_path) if isinstance(cg_path, (str, Path)) else cg_path
-    preds = [predict(t, data, batch_size, device) for t in load_teachers(teacher_dir)]
+    elsewhere).
+
+    With a parallel ``executor`` (:mod:`cgkd.parallel`; ``cg_path`` must be a path) each member's predictions on each
+    chunk of ``chunk_frames`` frames are one task, on the CPU.
+    """
+    from cgkd.parallel import as_executor, run_tasks
+
+    ex = as_executor(executor)
+    if not ex.in_process:
+        if not isinstance(cg_path, (str, Path)):
+            raise ValueError(f"with a parallel executor, cg_path must be a CG dataset path, got {type(cg_path).__name__}")
+        from cgkd.data.cg_h5 import n_frames as cg_n_frames
+
+        n, members = cg_n_frames(cg_path), range(read_ensemble(teacher_dir)["n_members"])
+        load_teachers(teacher_dir)  # unfinished members fail here, before any task starts
+        bounds = [(a, min(a + int(chunk_frames), n)) for a in range(0, n, int(chunk_frames))]
+        jobs = [(str(teacher_dir), m, str(cg_path), a, b, batch_size, ex.threads) for m in members for a, b in bounds]
+        parts = run_tasks(label_chunk_task, jobs, ex, labels=[f"member {j[1]} frames {j[3]}-{j[4]}" for j in jobs],
+                          desc="label chunks")
+        k = len(bounds)
+        preds = [{key: np.concatenate([p[key] for p in parts[i * k:(i + 1) * k]]) for key in parts[0]}
+                 for i in range(len(members))]
+    else:
+        data = read_cg(cg_path) if isinstance(cg_path, (str, Path)) else cg_path
+        preds = [predict(t, data, batch_size, device) for t in load_teachers(teacher_dir)]
     mf = np.stack([p[keys.FORCE] for p in preds])
     mn = np.stack([p[keys.NODE_ENERGY] for p in preds])
     me = np.stack([p[keys.ENERGY] for p in preds])
@@ -94,13 +127,15 @@ def ensemble_predictions(cg_path, teacher_dir: str | Path, batch_size: int = 16,
     }
 
 
-def make_labels(cg_path: str | Path, teacher_dir: str | Path, batch_size: int = 16, device: str = "cpu") -> Path:
+def make_labels(cg_path: str | Path, teacher_dir: str | Path, batch_size: int = 16, device: str = "cpu",
+                executor=None) -> Path:
     """Evaluate every teacher member on every frame and write the group ``labels`` into ``cg_path``
-    atomically (see the module docstring). An existing group is replaced. Returns ``cg_path``."""
+    atomically (see the module docstring). An existing group is replaced. Returns ``cg_path``.
+    ``executor``: label chunks as parallel tasks (:func:`ensemble_predictions`)."""
     cg_path = Path(cg_path)
     if not cg_path.is_file():
         raise FileNotFoundError(f"cg_path {str(cg_path)!r} does not exist")
-    labels = ensemble_predictions(cg_path, teacher_dir, batch_size, device)
+    labels = ensemble_predictions(cg_path, teacher_dir, batch_size, device, executor=executor)
     ens = read_ensemble(teacher_dir)
     split = read_split(teacher_dir)
     write_labels(cg_path, labels, {

@@ -177,3 +177,23 @@ def test_atomistic_labels_in_chunks_on_dask_equal_serial_ones_and_fill_the_cache
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 7
     with pytest.raises(ValueError, match="chunk must be a positive integer"):
         emt.label(data, executor=ex, chunk=0)
+
+
+def test_ensemble_labels_in_chunks_on_dask_equal_the_serial_ones(cluster, tmp_path):
+    import numpy as np
+
+    from cgkd import keys
+    from cgkd.kd import train_teachers
+    from cgkd.kd.labels import ensemble_predictions
+    from cgkd.train import TrainConfig
+
+    write_cg(tmp_path / "cg.h5", lj_fluid(n_frames=14))
+    train_teachers(tmp_path / "cg.h5", tmp_path / "t", n_members=2, preset=TINY,
+                   config=TrainConfig(max_epochs=1, batch_size=4))
+    ref = ensemble_predictions(tmp_path / "cg.h5", tmp_path / "t")
+    ex = ExecutorConfig(backend="dask", scheduler=cluster.scheduler_address)
+    got = ensemble_predictions(str(tmp_path / "cg.h5"), tmp_path / "t", executor=ex, chunk_frames=5)
+    assert got.keys() == ref.keys()
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-4, err_msg=k)
+    assert got[keys.MEMBER_FORCES].shape[:2] == (2, 14)

@@ -183,6 +183,15 @@ def test_learning_curve_cells_and_paired_summary(tmp_path):
     assert res["rows"][0]["student_minus_control"]["mean"] == pytest.approx(diff)
     again = run(tmp_path / "cg.h5", "tiny", tmp_path / "lc")  # resumed: every cell is read back
     assert summarise(again["cells"]) == res["rows"]
+    # structure: CG MD of the three models per cell, TAE against the cell's held-out frames, paired by seed
+    md = {"replicas": 1, "ps": 0.64, "report_ps": 0.032}
+    st = run(tmp_path / "cg.h5", "tiny", tmp_path / "lc", structure=True, structure_md=md)
+    rows = st["structure_rows"]
+    assert [(r["n_train"], r["kind"]) for r in rows] == [(n, k) for n in (4, 8) for k in ("rdf", "adf", "cdf")]
+    c4 = [c for c in st["cells"] if c["n_train"] == 4]
+    assert all(c["structure"]["tae"][m]["rdf"] >= 0 for c in c4 for m in ("control", "student", "ensemble"))
+    d = np.mean([c["structure"]["tae"]["student"]["rdf"] - c["structure"]["tae"]["control"]["rdf"] for c in c4])
+    assert rows[0]["student_minus_control"]["mean"] == pytest.approx(d)
 
 
 def test_survival_curve_and_stability_run(tmp_path):
