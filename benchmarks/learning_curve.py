@@ -308,9 +308,11 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--structure", action="store_true",
                    help="also run CG MD of control, student and ensemble per cell and report RDF/ADF/CDF TAE against "
                         "the cell's held-out test frames")
+    p.add_argument("--structure-ps", type=float, default=STRUCTURE_MD["ps"],
+                   help="ps per replica of the structure runs (the ensemble runs half)")
     args = p.parse_args(argv)
     res = run(args.cg, args.preset, args.out, args.device, args.name or f"learning_curve_{args.preset}", args.plot,
-              structure=args.structure)
+              structure=args.structure, structure_md=dict(STRUCTURE_MD, ps=args.structure_ps))
     for r in res["rows"]:
         d = r["student_minus_control"]
         e = r["ensemble_minus_control"]
