@@ -197,3 +197,52 @@ def test_ensemble_labels_in_chunks_on_dask_equal_the_serial_ones(cluster, tmp_pa
     for k in ref:
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-4, err_msg=k)
     assert got[keys.MEMBER_FORCES].shape[:2] == (2, 14)
+
+
+@pytest.mark.slow
+def test_cg_md_replicas_survive_a_killed_dask_worker_frame_for_frame(cluster, tmp_path):
+    import mdtraj
+    import numpy as np
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "unit"))
+    from test_openmm_md import TYPES, _data
+
+    from cgkd.export import LennardJonesPair, export_potential
+    from cgkd.openmm.md import run_cg_md
+
+    pot = LennardJonesPair(TYPES, [[0.40, 0.45], [0.45, 0.50]], [[1.0, 1.5], [1.5, 2.0]], cutoff=0.9)
+    export_potential(pot, tmp_path / "m.pt", type_names=TYPES, type_masses=[40.0, 60.0], cutoff=0.9, periodic=True)
+    write_cg(tmp_path / "cg.h5", _data())
+    kw = dict(n_replicas=2, steps=2500, report_interval=50, checkpoint_interval=100, timestep=0.004, friction=5.0,
+              backend="torch", platform="CPU", seed=3, min_distance=0.25, progress=False)
+    ref = run_cg_md(tmp_path / "m.pt", tmp_path / "cg.h5", tmp_path / "ref", **kw)
+    client = distributed.Client(cluster.scheduler_address, set_as_default=False)
+    pids = list(client.run(os.getpid).values())
+    client.close()
+    ex = ExecutorConfig(backend="dask", scheduler=cluster.scheduler_address)
+    out: dict = {}
+
+    def simulate():
+        try:
+            out["summary"] = run_cg_md(str(tmp_path / "m.pt"), str(tmp_path / "cg.h5"), tmp_path / "dask", executor=ex, **kw)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            out["error"] = exc
+
+    worker = threading.Thread(target=simulate)
+    worker.start()
+    deadline = time.time() + 300
+    state = tmp_path / "dask" / "replica_0_state.json"
+    while time.time() < deadline and not state.is_file():
+        time.sleep(0.02)
+    assert state.is_file() and "summary" not in out
+    os.kill(pids[0], signal.SIGKILL)  # one of the two workers, each running a replica
+    worker.join(timeout=600)
+    if "error" in out:
+        raise out["error"]
+    got = out["summary"]
+    assert got["survived"] == ref["survived"] == 2
+    assert got["resumed_replicas"] >= 1  # the killed worker's replica was continued from its checkpoint
+    for k in range(2):
+        a = mdtraj.load(tmp_path / "ref" / f"replica_{k}.dcd", top=tmp_path / "ref" / "topology.pdb").xyz
+        b = mdtraj.load(tmp_path / "dask" / f"replica_{k}.dcd", top=tmp_path / "dask" / "topology.pdb").xyz
+        np.testing.assert_array_equal(a, b)  # the resumed replica continues the uninterrupted trajectory exactly
