@@ -11,6 +11,10 @@ name in :data:`LABELERS`:
   package, never from the network). Need ``pip install "cgkd[universal]"``.
 - ``dft``: Kohn-Sham DFT in PySCF (PBE/def2-SVP with density fitting by default), molecules only; seconds per
   ethanol label. Needs ``pip install "cgkd[qm]"``.
+- ``openmm``: a classical force field, any OpenMM ``System`` (serialized XML, e.g. from ``ForceField.createSystem``)
+  whose particles are the structures' atoms in order: ``get_labeler("openmm", {"system": "system.xml"})``. The
+  cheapest labels; build the System without constraints (flexible water, ``constraints=None``) when the labels
+  are to be unconstrained forces or when ASE MD samples with it.
 
 :func:`sample_md` runs Langevin MD with a labeler's calculator over temperatures and strains and keeps every
 ``interval``-th frame with its labels (the MD computes them anyway) and its provenance.
@@ -24,6 +28,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+
+from ase.calculators.calculator import Calculator, all_changes
 
 from cgkd import units
 from cgkd.errors import require
@@ -270,9 +276,88 @@ def thermalize(atoms, temperature: float, rng) -> None:
     draw(atoms, temperature_K=temperature, rng=rng)
 
 
-def get_labeler(name: str) -> Labeler:
-    """An instance of the labeler registered as ``name`` (the error lists the available ones)."""
-    return LABELERS.get(name)()
+@LABELERS.register("openmm")
+class OpenMMLabeler(Labeler):
+    """A classical force field through OpenMM: energies and forces of a serialized ``openmm.System``.
+
+    Parameters
+    ----------
+    system : path
+        The System as XML (``openmm.XmlSerializer.serialize``); its particles are the structures' atoms, in order.
+    platform : str
+        OpenMM platform (default ``Reference``: double precision, no threads).
+    """
+
+    name = "openmm"
+
+    def __init__(self, system=None, platform: str = "Reference"):
+        if system is None:
+            raise ValueError("the openmm labeler needs system, the path of a serialized openmm.System (XML); e.g. "
+                             "get_labeler('openmm', {'system': 'system.xml'}) or cgkd atoms label --labeler openmm "
+                             "--system system.xml")
+        path = Path(system)
+        if not path.is_file():
+            raise FileNotFoundError(f"system {str(path)!r} does not exist")
+        self.system, self.platform = str(path), str(platform)
+        self._digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+    def calculator(self):
+        return OpenMMCalculator(Path(self.system).read_text(), self.platform)
+
+    def provenance(self) -> dict:
+        return {"labeler": self.name, "system": self.system, "system_digest": self._digest, "platform": self.platform}
+
+
+class OpenMMCalculator(Calculator):
+    """An ASE calculator (energy, forces) over one OpenMM Context of a System; positions and cell from the Atoms.
+
+    Parameters
+    ----------
+    system_xml : str
+        The serialized ``openmm.System``.
+    platform : str
+    """
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, system_xml: str, platform: str = "Reference"):
+        super().__init__()
+        import openmm
+
+        self.omm_system = openmm.XmlSerializer.deserialize(system_xml)
+        self.n = self.omm_system.getNumParticles()
+        self.context = openmm.Context(self.omm_system, openmm.VerletIntegrator(0.001),
+                                      openmm.Platform.getPlatformByName(platform))
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        if len(self.atoms) != self.n:
+            raise ValueError(f"the OpenMM System has {self.n} particles but the structure has {len(self.atoms)} atoms")
+        nm = units.ANGSTROM_TO_NM
+        if self.atoms.pbc.all():
+            self.context.setPeriodicBoxVectors(*(np.asarray(self.atoms.cell[:], dtype=np.float64) * nm))
+        elif self.omm_system.usesPeriodicBoundaryConditions():
+            raise ValueError("the OpenMM System is periodic but the structure is not (give it a cell and pbc)")
+        self.context.setPositions(np.asarray(self.atoms.positions, dtype=np.float64) * nm)
+        state = self.context.getState(getEnergy=True, getForces=True)
+        energy = units.strip(state.getPotentialEnergy(), units.ENERGY, "OpenMM energy")  # kJ/mol
+        forces = np.asarray(units.strip(state.getForces(asNumpy=True), units.FORCE, "OpenMM forces"))  # kJ/mol/nm
+        self.results["energy"] = float(energy) / units.EV_TO_KJ_PER_MOL
+        self.results["forces"] = forces / EV_PER_A_TO_KJ_PER_MOL_NM
+
+
+def get_labeler(name: str, options: Optional[dict] = None) -> Labeler:
+    """An instance of the labeler registered as ``name`` (the error lists the available ones), built with the
+    keyword arguments in ``options`` (an unknown one is refused with the accepted ones named)."""
+    cls = LABELERS.get(name)
+    options = dict(options or {})
+    import inspect
+
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"labeler {name!r} does not take option(s) {unknown}; it takes {accepted or 'none'}")
+    return cls(**options)
 
 
 def sample_md(labeler: Labeler, start, *, temperatures: Sequence[float], strains: Sequence[float] = (1.0,),

@@ -31,7 +31,10 @@ def add_parser(subparsers):
     src.add_argument("--molecule", metavar="NAME", help="start from an ase.build.molecule name (e.g. CH3CH2OH)")
     src.add_argument("--start", metavar="FILE", help="start from every structure of an ASE-readable file")
     src.add_argument("--relabel", metavar="FILE", help="no MD: label the structures of this file as they are")
-    lab.add_argument("--labeler", default="emt", help="labeler name (emt, xtb, dft; default %(default)s)")
+    lab.add_argument("--labeler", default="emt",
+                     help="labeler name (emt, xtb, dft, chgnet, sevennet, openmm; default %(default)s)")
+    lab.add_argument("--system", default=None, metavar="XML",
+                     help="with --labeler openmm: the serialized openmm.System whose particles are the atoms")
     lab.add_argument("--cache", default=None, metavar="DIR",
                      help="with --relabel: keep each label in DIR as it is computed and reuse it (resumable)")
     lab.add_argument("--repeats", nargs="+", type=_repeat, default=[(2, 2, 2)], metavar="AxBxC",
@@ -103,7 +106,9 @@ def _label(args) -> int:
     if out.exists():
         note(f"{out} exists; nothing to do (delete it to label again)")
         return 0
-    labeler = get_labeler(args.labeler)
+    if args.system is not None and args.labeler != "openmm":
+        raise ValueError(f"--system is for --labeler openmm, got --labeler {args.labeler}")
+    labeler = get_labeler(args.labeler, {"system": args.system} if args.labeler == "openmm" else None)
     if args.relabel:
         from cgkd.cli.executor import executor_from_args
 

@@ -518,3 +518,73 @@ def test_score_matching_learns_forces_from_unlabelled_md_samples(tmp_path):
     write_atoms(tmp_path / "bare.xyz", bare)
     with pytest.raises(ValueError, match="have no 'temperature_K' in their info"):
         train_score_matching(tmp_path / "bare.xyz", tmp_path / "sm2", config=cfg)
+
+
+def test_openmm_labeler_is_the_force_field_in_cgkd_units(tmp_path):
+    """A classical force field as a labeler: energies and forces equal OpenMM's own, forces are -dE/dx, periodic
+    cells set the box; bad input is refused by name."""
+    import openmm
+    import openmm.app as app
+    import openmm.unit as u
+    from ase import Atoms
+
+    from cgkd.aa.labelers import OpenMMLabeler
+
+    # three flexible TIP3P-FB waters in vacuum, built here with OpenMM's own force field files
+    top = app.Topology()
+    chain = top.addChain()
+    pos = []
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        res = top.addResidue("HOH", chain)
+        o = top.addAtom("O", app.element.oxygen, res)
+        h1 = top.addAtom("H1", app.element.hydrogen, res)
+        h2 = top.addAtom("H2", app.element.hydrogen, res)
+        top.addBond(o, h1)
+        top.addBond(o, h2)
+        c = np.array([0.3 * k, 0.05 * k, 0.0])
+        pos += [c, c + [0.0957, 0, 0], c + [-0.024, 0.0927, 0]]
+    pos = np.asarray(pos) + rng.normal(scale=0.005, size=(9, 3))
+    system = app.ForceField("amber14/tip3pfb.xml").createSystem(top, nonbondedMethod=app.NoCutoff, constraints=None,
+                                                                 rigidWater=False)
+    (tmp_path / "water.xml").write_text(openmm.XmlSerializer.serialize(system))
+    lab = get_labeler("openmm", {"system": tmp_path / "water.xml"})
+    atoms = Atoms("OH2OH2OH2", positions=pos * 10.0)
+    got = lab.label(from_ase([atoms], labels=False), show_progress=False)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(pos * u.nanometer)
+    st = ctx.getState(getEnergy=True, getForces=True)
+    assert got.energy[0] == pytest.approx(st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole), rel=1e-10)
+    np.testing.assert_allclose(got.forces, st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer),
+                               rtol=1e-9, atol=1e-9)
+    atoms.calc = lab.calculator()
+    np.testing.assert_allclose(atoms.get_forces(), atoms.calc.calculate_numerical_forces(atoms, d=1e-5), rtol=1e-5,
+                               atol=1e-5)
+    # periodic: an LJ box whose OpenMM box follows each structure's cell
+    lj = openmm.System()
+    nb = openmm.NonbondedForce()
+    nb.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
+    nb.setCutoffDistance(0.6)
+    for _ in range(8):
+        lj.addParticle(39.9)
+        nb.addParticle(0.0, 0.34, 0.99)
+    lj.addForce(nb)
+    lj.setDefaultPeriodicBoxVectors(*(np.eye(3) * 1.4))
+    (tmp_path / "lj.xml").write_text(openmm.XmlSerializer.serialize(lj))
+    cells = [Atoms("Ar8", positions=rng.uniform(0, 14, size=(8, 3)), cell=np.eye(3) * L, pbc=True) for L in (14.0, 13.0)]
+    box = get_labeler("openmm", {"system": tmp_path / "lj.xml"}).label(from_ase(cells, labels=False),
+                                                                         show_progress=False)
+    for a, e in zip(cells, box.energy):
+        ctx = openmm.Context(lj, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        ctx.setPeriodicBoxVectors(*(np.eye(3) * a.cell[0, 0] / 10.0))
+        ctx.setPositions(a.positions / 10.0)
+        assert e == pytest.approx(ctx.getState(getEnergy=True).getPotentialEnergy()._value, rel=1e-10)
+    with pytest.raises(ValueError, match="needs system"):
+        get_labeler("openmm")
+    with pytest.raises(ValueError, match=r"does not take option\(s\) \['sytem'\]"):
+        get_labeler("openmm", {"sytem": "x.xml"})
+    with pytest.raises(ValueError, match="has 9 particles but the structure has 3 atoms"):
+        lab.label(from_ase([Atoms("OH2", positions=pos[:3] * 10)], labels=False), show_progress=False)
+    with pytest.raises(ValueError, match="periodic but the structure is not"):
+        get_labeler("openmm", {"system": tmp_path / "lj.xml"}).label(
+            from_ase([Atoms("Ar8", positions=cells[0].positions)], labels=False), show_progress=False)
