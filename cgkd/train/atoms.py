@@ -17,6 +17,7 @@ from torch import Tensor
 
 from cgkd import keys
 from cgkd.io.atoms import AtomsData
+from cgkd.train.frames import cut_batches
 from cgkd.train.losses import SAMPLE_WEIGHT
 
 #: Target key of the structures' own energies (kJ/mol, per structure).
@@ -145,18 +146,7 @@ class AtomsSet:
             raise ValueError(f"structure indices must lie in 0..{self.n_frames - 1}, got {indices.min()}..{indices.max()}")
         if generator is not None:
             indices = indices[torch.randperm(len(indices), generator=generator).numpy()]
-        for start in range(0, len(indices), batch_size):
-            frames = indices[start : start + batch_size]
-            if not shard:
-                yield self.batch(frames, device=device)
-                continue
-            from cgkd.train.distributed import shard as rank_part
-
-            part, stand_in = rank_part(frames)
-            out = self.batch(part, device=device)
-            if stand_in:  # a rank without frames in this batch: one frame that weighs nothing
-                out[SAMPLE_WEIGHT] = torch.zeros_like(out[SAMPLE_WEIGHT])
-            yield out
+        yield from cut_batches(self.batch, indices, batch_size, device, shard)
 
 
 __all__ = ["AtomsSet", "ENERGY_LABEL"]

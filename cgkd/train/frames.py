@@ -32,6 +32,23 @@ from cgkd import keys
 from cgkd.train.losses import BEAD_WEIGHT, SAMPLE_WEIGHT
 
 
+def cut_batches(make_batch, indices: np.ndarray, batch_size: int, device, shard: bool) -> Iterator[Dict[str, Tensor]]:
+    """``make_batch(frames, device=)`` of consecutive slices of ``indices``; with ``shard`` each batch is this
+    rank's part of the global batch (:func:`cgkd.train.distributed.shard`), a rank left without frames getting
+    one frame of weight zero."""
+    for start in range(0, len(indices), batch_size):
+        frames = indices[start : start + batch_size]
+        stand_in = False
+        if shard:
+            from cgkd.train.distributed import shard as rank_part
+
+            frames, stand_in = rank_part(frames)
+        out = make_batch(frames, device=device)
+        if stand_in:
+            out[SAMPLE_WEIGHT] = torch.zeros_like(out[SAMPLE_WEIGHT])
+        yield out
+
+
 @dataclass
 class FrameSet:
     """Frames and targets of one CG system.
@@ -152,18 +169,7 @@ class FrameSet:
         if generator is not None:
             order = torch.randperm(len(indices), generator=generator).numpy()
             indices = indices[order]
-        for start in range(0, len(indices), batch_size):
-            frames = indices[start : start + batch_size]
-            if not shard:
-                yield self.batch(frames, device=device)
-                continue
-            from cgkd.train.distributed import shard as rank_part
-
-            part, stand_in = rank_part(frames)
-            out = self.batch(part, device=device)
-            if stand_in:  # a rank without frames in this batch: one frame that weighs nothing
-                out[SAMPLE_WEIGHT] = torch.zeros_like(out[SAMPLE_WEIGHT])
-            yield out
+        yield from cut_batches(self.batch, indices, batch_size, device, shard)
 
 
 def frameset_from_cg(data, targets: Optional[Dict[str, np.ndarray]] = None, dtype: torch.dtype = torch.float32) -> FrameSet:
@@ -287,18 +293,7 @@ class StreamingFrameSet:
                 mine = indices[chunk_of == c]
                 order.append(mine[torch.randperm(len(mine), generator=generator).numpy()])
             indices = np.concatenate(order) if order else indices
-        for start in range(0, len(indices), batch_size):
-            frames = indices[start : start + batch_size]
-            if shard:
-                from cgkd.train.distributed import shard as rank_part
-
-                frames, stand_in = rank_part(frames)
-            else:
-                stand_in = False
-            out = self.batch(frames, device=device)
-            if stand_in:
-                out[SAMPLE_WEIGHT] = torch.zeros_like(out[SAMPLE_WEIGHT])
-            yield out
+        yield from cut_batches(self.batch, indices, batch_size, device, shard)
 
 
 __all__ = ["FrameSet", "StreamingFrameSet", "frameset_from_cg"]
