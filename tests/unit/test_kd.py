@@ -251,3 +251,40 @@ def test_content_digest_is_stored_and_ignores_labels(tmp_path):
     assert content_digest(tmp_path / "cg.h5") == d
     other = data.subset(slice(0, 2))
     assert data_digest(other) != d
+
+
+def test_select_frames_takes_the_most_disputed_and_spreads_the_rest():
+    from cgkd.kd.synthetic import select_frames
+
+    std = np.zeros((10, 4))
+    std[[2, 7], :] = [[5.0] * 4, [9.0] * 4]  # the two most disputed frames
+    assert select_frames(std, 2, coverage=0.0).tolist() == [2, 7]
+    picked = select_frames(std, 4, coverage=0.5)
+    assert {2, 7} <= set(picked.tolist()) and len(picked) == 4
+    assert select_frames(std, 3, coverage=1.0).tolist() == [0, 4, 9]  # coverage only: evenly in time
+    with pytest.raises(ValueError, match="k must be an integer in 1..10"):
+        select_frames(std, 11)
+    with pytest.raises(ValueError, match="coverage must lie in"):
+        select_frames(std, 2, coverage=1.5)
+
+
+def test_synthetic_rounds_add_ensemble_labelled_frames_from_the_students_md(ensemble, tmp_path):
+    from cgkd.kd.labels import ensemble_predictions
+    from cgkd.kd.synthetic import synthetic_rounds
+
+    root, _ = ensemble
+    tdir = root / "teachers"
+    cfg = TrainConfig(max_epochs=2, batch_size=8, lr=5e-3)
+    recs = synthetic_rounds(root / "cg.h5", tdir, tmp_path / "syn", rounds=1, per_round=4, md_ps=1.6, replicas=1,
+                            skip_ps=0.0, preset=TINY, config=cfg)
+    assert [r["round"] for r in recs] == [0, 1] and [r["n_synthetic"] for r in recs] == [0, 4]
+    assert all(np.isfinite(r["force_rmse_vs_mapped"]) and r["own_md_mean_force_std"] >= 0 for r in recs)
+    with np.load(tmp_path / "syn" / "round_01" / "synthetic.npz") as z:
+        pos, lab, box = z["positions"], z["labels"], z["box"]
+    data = read_cg(root / "cg.h5")
+    frames = CGData(positions=pos, forces=np.zeros_like(pos), box=box, topology=data.topology,
+                    temperature=data.temperature)
+    np.testing.assert_allclose(lab, ensemble_predictions(frames, tdir)[keys.MEAN_FORCES], rtol=1e-5, atol=1e-4)
+    again = synthetic_rounds(root / "cg.h5", tdir, tmp_path / "syn", rounds=1, per_round=4, md_ps=1.6, replicas=1,
+                             skip_ps=0.0, preset=TINY, config=cfg)
+    assert again == recs  # resumed: every round read back

@@ -1,0 +1,103 @@
+"""Synthetic configurations, done properly (issue 11, deliver 5): rounds of the student's own MD, selection by the
+ensemble's disagreement and coverage, ensemble labels, retraining (``cgkd.kd.synthetic.synthetic_rounds``).
+
+Per seed, round 0 is the student on the AA frames alone; each later round adds ``--per-round`` configurations
+from the previous student's MD. Reported per round over the seeds (mean and 95 % t-interval; differences to round 0
+paired by seed): force RMSE against the held-out mapped forces and against the ensemble, the ensemble's mean
+disagreement on the round's student's own MD (against its disagreement on held-out AA frames), the survival of that
+MD, and its RDF/ADF/CDF total absolute error against the held-out AA frames.
+
+    python -m benchmarks.synthetic --cg runs/lc-water-strong/n0032/seed0/cg.h5 \\
+        --teachers runs/lc-water-strong/n0032/seed0/teachers --out runs/synthetic --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import mean_ci, save_result
+
+
+def structure(folder: Path, reference) -> dict:
+    """Mean RDF/ADF/CDF TAE of the round's own MD against the held-out reference frames."""
+    from cgkd.analysis import CompareSettings, compare
+
+    res = compare(reference, {"student": folder / "md"}, folder / "compare",
+                  settings=CompareSettings(max_frames=200, progress=False))
+    rows = res["errors"]["student"]
+    return {k: float(np.mean([v["tae"] for name, v in rows.items() if name.startswith(k.upper())]))
+            for k in ("rdf", "adf", "cdf")}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cg", required=True, type=Path)
+    p.add_argument("--teachers", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--per-round", type=int, default=32)
+    p.add_argument("--coverage", type=float, default=0.5)
+    p.add_argument("--md-ps", type=float, default=20.0)
+    p.add_argument("--replicas", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--preset", default="small")
+    p.add_argument("--name", default="synthetic")
+    args = p.parse_args(argv)
+
+    from cgkd.data.cg_h5 import read_cg
+    from cgkd.kd.synthetic import synthetic_rounds
+    from cgkd.kd.teachers import read_split
+    from cgkd.progress import note
+    from cgkd.train import TrainConfig
+    from cgkd.train.checkpoint import num_threads
+
+    data = read_cg(args.cg)
+    reference = data.subset(np.asarray(read_split(args.teachers)["test"]))
+    runs = {}
+    with num_threads(1):
+        for seed in args.seeds:
+            cfg = TrainConfig(max_epochs=args.epochs, batch_size=8, seed=3000 + seed, progress=False)
+            recs = synthetic_rounds(args.cg, args.teachers, args.out / f"seed{seed}", rounds=args.rounds,
+                                    per_round=args.per_round, coverage=args.coverage, md_ps=args.md_ps,
+                                    replicas=args.replicas, preset=args.preset, config=cfg, seed=seed)
+            for r in recs:
+                r["tae"] = structure(args.out / f"seed{seed}" / f"round_{r['round']:02d}", reference)
+                note(f"synthetic: seed {seed} round {r['round']}: {r['n_synthetic']} synthetic frames, force RMSE "
+                     f"{r['force_rmse_vs_mapped']:.2f}, own-MD disagreement {r['own_md_mean_force_std']:.1f} "
+                     f"(AA {r['aa_mean_force_std']:.1f}), RDF TAE {r['tae']['rdf']:.3f}")
+            runs[seed] = recs
+    rows = []
+    for r in range(args.rounds + 1):
+        row = {"round": r, "n_synthetic": runs[args.seeds[0]][r]["n_synthetic"]}
+        for key, get in (("force_rmse_vs_mapped", lambda x: x["force_rmse_vs_mapped"]),
+                         ("force_rmse_vs_ensemble", lambda x: x["force_rmse_vs_ensemble"]),
+                         ("own_md_mean_force_std", lambda x: x["own_md_mean_force_std"]),
+                         ("rdf_tae", lambda x: x["tae"]["rdf"]), ("adf_tae", lambda x: x["tae"]["adf"]),
+                         ("cdf_tae", lambda x: x["tae"]["cdf"])):
+            vals = [get(runs[s][r]) for s in args.seeds]
+            m, h, n = mean_ci(vals)
+            d = [get(runs[s][r]) - get(runs[s][0]) for s in args.seeds]
+            dm, dh, _ = mean_ci(d)
+            row[key] = {"mean": m, "ci95": h, "minus_round0": dm, "minus_round0_ci95": dh,
+                        "lower_than_round0": int(sum(x < 0 for x in d)), "n": n}
+        row["own_md_survived"] = [runs[s][r]["own_md_survived"] for s in args.seeds]
+        row["aa_mean_force_std"] = float(np.mean([runs[s][r]["aa_mean_force_std"] for s in args.seeds]))
+        rows.append(row)
+        f, dis, rdf = row["force_rmse_vs_mapped"], row["own_md_mean_force_std"], row["rdf_tae"]
+        print(f"round {r}: +{row['n_synthetic']} frames  force {f['mean']:.2f} +- {f['ci95']:.2f} "
+              f"(vs round 0 {f['minus_round0']:+.2f} +- {f['minus_round0_ci95']:.2f})  own-MD std {dis['mean']:.1f} "
+              f"(AA {row['aa_mean_force_std']:.1f})  RDF TAE {rdf['mean']:.3f} ({rdf['minus_round0']:+.3f} +- "
+              f"{rdf['minus_round0_ci95']:.3f})  survived {row['own_md_survived']}")
+    save_result(args.name, {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                            "rows": rows, "runs": {str(k): v for k, v in runs.items()}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
