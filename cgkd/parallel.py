@@ -207,8 +207,9 @@ def run_tasks(fn: Callable, jobs: Sequence[tuple], executor=None, labels: Option
                 bar.update(1)
         elif cfg.backend == "local":
             ctx = multiprocessing.get_context("spawn")
-            with cf.ProcessPoolExecutor(max_workers=min(cfg.workers, len(jobs)), mp_context=ctx,
-                                        initializer=_watch_parent, initargs=(os.getpid(),)) as pool:
+            pool = cf.ProcessPoolExecutor(max_workers=min(cfg.workers, len(jobs)), mp_context=ctx,
+                                          initializer=_watch_parent, initargs=(os.getpid(),))
+            try:
                 futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
                 for fut in cf.as_completed(futures):
                     i = futures[fut]
@@ -217,6 +218,12 @@ def run_tasks(fn: Callable, jobs: Sequence[tuple], executor=None, labels: Option
                     except Exception as exc:  # noqa: BLE001 - reported together below
                         errors[i] = exc
                     bar.update(1)
+            except BaseException:  # Ctrl-C or a kill of the stage: drop the queue, end the workers, re-raise
+                pool.shutdown(wait=False, cancel_futures=True)
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.terminate()
+                raise
+            pool.shutdown(wait=True)
         else:
             _run_dask(cfg, fn, jobs, labels, desc, results, errors, bar)
     finally:
@@ -234,8 +241,12 @@ def _run_dask(cfg: ExecutorConfig, fn, jobs, labels, desc, results, errors, bar)
     cluster = None
     if cfg.backend == "jobqueue":
         cluster = _import(CLUSTERS[cfg.system])(**_job_kwargs(cfg))
-        cluster.scale(jobs=cfg.workers)
-        client = distributed.Client(cluster, set_as_default=False)
+        try:
+            cluster.scale(jobs=cfg.workers)
+            client = distributed.Client(cluster, set_as_default=False)
+        except BaseException:  # no submitted job outlives a failed start
+            cluster.close()
+            raise
     else:
         try:
             client = distributed.Client(cfg.scheduler, set_as_default=False, timeout="30s")

@@ -295,14 +295,15 @@ class OpenMMLabeler(Labeler):
             raise ValueError("the openmm labeler needs system, the path of a serialized openmm.System (XML); e.g. "
                              "get_labeler('openmm', {'system': 'system.xml'}) or cgkd atoms label --labeler openmm "
                              "--system system.xml")
-        path = Path(system)
+        path = Path(system).resolve()
         if not path.is_file():
             raise FileNotFoundError(f"system {str(path)!r} does not exist")
-        self.system, self.platform = str(path), str(platform)
-        self._digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        # the XML itself travels with the labeler (parallel tasks on other machines; a file edited later)
+        self.system, self.platform, self._xml = str(path), str(platform), path.read_text()
+        self._digest = hashlib.sha256(self._xml.encode()).hexdigest()[:16]
 
     def calculator(self):
-        return OpenMMCalculator(Path(self.system).read_text(), self.platform)
+        return OpenMMCalculator(self._xml, self.platform)
 
     def provenance(self) -> dict:
         return {"labeler": self.name, "system": self.system, "system_digest": self._digest, "platform": self.platform}
@@ -334,14 +335,21 @@ class OpenMMCalculator(Calculator):
         if len(self.atoms) != self.n:
             raise ValueError(f"the OpenMM System has {self.n} particles but the structure has {len(self.atoms)} atoms")
         nm = units.ANGSTROM_TO_NM
+        pos, rot = np.asarray(self.atoms.positions, dtype=np.float64), None
         if self.atoms.pbc.all():
-            self.context.setPeriodicBoxVectors(*(np.asarray(self.atoms.cell[:], dtype=np.float64) * nm))
+            cell = np.asarray(self.atoms.cell[:], dtype=np.float64)
+            if np.abs(cell[np.triu_indices(3, 1)]).max() > 1e-12:  # OpenMM wants a lower-triangular cell: rotate
+                reduced, rot = self.atoms.cell.standard_form()
+                cell, pos = np.asarray(reduced[:]), pos @ rot.T
+            self.context.setPeriodicBoxVectors(*(cell * nm))
         elif self.omm_system.usesPeriodicBoundaryConditions():
             raise ValueError("the OpenMM System is periodic but the structure is not (give it a cell and pbc)")
-        self.context.setPositions(np.asarray(self.atoms.positions, dtype=np.float64) * nm)
+        self.context.setPositions(pos * nm)
         state = self.context.getState(getEnergy=True, getForces=True)
         energy = units.strip(state.getPotentialEnergy(), units.ENERGY, "OpenMM energy")  # kJ/mol
         forces = np.asarray(units.strip(state.getForces(asNumpy=True), units.FORCE, "OpenMM forces"))  # kJ/mol/nm
+        if rot is not None:
+            forces = forces @ rot  # back to the structure's frame
         self.results["energy"] = float(energy) / units.EV_TO_KJ_PER_MOL
         self.results["forces"] = forces / EV_PER_A_TO_KJ_PER_MOL_NM
 

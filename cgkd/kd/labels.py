@@ -99,6 +99,8 @@ def ensemble_predictions(cg_path, teacher_dir: str | Path, batch_size: int = 16,
         from cgkd.data.cg_h5 import n_frames as cg_n_frames
 
         n, members = cg_n_frames(cg_path), range(read_ensemble(teacher_dir)["n_members"])
+        if n == 0:
+            raise ValueError(f"{cg_path} has no frames to label")
         load_teachers(teacher_dir)  # unfinished members fail here, before any task starts
         bounds = [(a, min(a + int(chunk_frames), n)) for a in range(0, n, int(chunk_frames))]
         jobs = [(str(teacher_dir), m, str(cg_path), a, b, batch_size, ex.threads) for m in members for a, b in bounds]

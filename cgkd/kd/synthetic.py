@@ -4,8 +4,9 @@ disagree, label with the ensemble, retrain, repeat.
 The teacher ensemble is cheap next to AA MD, so it can label as many configurations as the student needs. One
 round of :func:`synthetic_rounds`:
 
-1. **sample**: CG MD of a model from the training frames (round 1: the ensemble itself, ``cgkd.export
-   .export_ensemble``; later rounds: the previous round's student, so that the new frames are where *it* goes);
+1. **sample**: CG MD from the training frames of the previous round's student (so that the new frames are where
+   *it* goes; ``sampler="student"``, the default) or of the ensemble itself (``sampler="ensemble"``,
+   ``cgkd.export.export_ensemble``);
 2. **select** ``per_round`` of the sampled frames (:func:`select_frames`): a share ``1 - coverage`` by the
    ensemble's disagreement (largest mean ``force_std`` per bead) and the rest evenly spaced in time over the
    remaining frames (coverage);
@@ -139,6 +140,8 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
 
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
         raise ValueError(f"rounds must be an integer >= 0, got {rounds!r}")
+    if not 0 <= skip_ps < md_ps:
+        raise ValueError(f"skip_ps must lie in [0, md_ps) = [0, {md_ps}) ps, got {skip_ps}")
     if sampler not in ("student", "ensemble"):
         raise ValueError(f"sampler must be 'student' or 'ensemble', got {sampler!r}")
     out = Path(out_dir)
@@ -161,6 +164,9 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
         folder = out / f"round_{r:02d}"
         done = folder / ROUND_FILE
         if r > 0 and not done.is_file():  # select from the previous round's MD, label with the ensemble
+            if candidates.n_frames == 0:
+                raise ValueError(f"round {r}: the sampling MD of round {r - 1} left no frames after skip_ps={skip_ps} "
+                                 "(its replicas failed early?); see its md folder")
             pred = ensemble_predictions(candidates, teacher_dir)
             pick = select_frames(pred[keys.FORCE_STD], min(per_round, candidates.n_frames), coverage)
             new = candidates.subset(pick)

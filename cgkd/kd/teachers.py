@@ -196,8 +196,18 @@ def train_member(cg_path: str, teacher_dir: str, index: int, arch: str, preset: 
         return json.loads(done.read_text())
     from cgkd.train import distributed
 
-    # under torchrun every rank trains the same member (one model, DDP): rank 0 holds the lock and writes
-    with member_lock(out) if distributed.is_main() else contextlib.nullcontext():
+    # under torchrun every rank trains the same member (one model, DDP): rank 0 holds the lock and writes, and every
+    # rank learns whether it got it (a rank left waiting at a barrier would hang until the group's timeout)
+    with contextlib.ExitStack() as held:
+        busy = None
+        if distributed.is_main():
+            try:
+                held.enter_context(member_lock(out))
+            except MemberBusyError as exc:
+                busy = str(exc)
+        busy = distributed.broadcast_object(busy)
+        if busy:
+            raise MemberBusyError(busy)
         if done.is_file():  # finished by another process while this one waited
             return json.loads(done.read_text())
         return _train_member(cg_path, teacher_dir, index, arch, preset, config, bootstrap, out, done, stream_chunk)

@@ -68,19 +68,28 @@ def init_from_env(device: Optional[str] = None) -> bool:
         return False
     if torch.distributed.is_initialized():
         return True
+    import datetime
+
     backend = os.environ.get("CGKD_DDP_BACKEND")
     if backend is None:
-        cuda = (device or "").startswith("cuda") or (device is None and torch.cuda.is_available())
-        backend = "nccl" if cuda else "gloo"
-    if backend == "nccl":
+        if (device or "").startswith("cuda"):
+            backend = "nccl"
+        elif device is None and torch.cuda.is_available():
+            backend = "cpu:gloo,cuda:nccl"  # the device is the training config's: either works
+        else:
+            backend = "gloo"
+    if "nccl" in backend:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    torch.distributed.init_process_group(backend=backend)
+    # long enough for rank 0 to label a large dataset while the others wait at a barrier
+    timeout = datetime.timedelta(seconds=float(os.environ.get("CGKD_DDP_TIMEOUT_S", 6 * 3600)))
+    torch.distributed.init_process_group(backend=backend, timeout=timeout)
     return True
 
 
 def local_device(device: torch.device) -> torch.device:
-    """This rank's GPU for a CUDA device under torchrun (``LOCAL_RANK``); other devices unchanged."""
-    if device.type == "cuda" and active() and device.index is None:
+    """This rank's GPU for a CUDA device under torchrun (``LOCAL_RANK``; a given index is replaced: one GPU per
+    rank); other devices unchanged."""
+    if device.type == "cuda" and active():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device
 
@@ -111,11 +120,12 @@ def batch_sum(t: Tensor) -> Tensor:
     return all_reduce(t)
 
 
-def batch_max(n: int) -> int:
-    """The largest ``n`` over the ranks inside :func:`global_batches`, else ``n``."""
+def batch_max(n: int, device=None) -> int:
+    """The largest ``n`` over the ranks inside :func:`global_batches`, else ``n`` (``device``: where the
+    process group's backend reduces, the device of the batch)."""
     if not _GLOBAL:
         return n
-    t = torch.tensor([n], dtype=torch.int64)
+    t = torch.tensor([n], dtype=torch.int64, device=device)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
     return int(t.item())
 
@@ -161,6 +171,15 @@ def unused_parameter_guard(model: nn.Module) -> Tensor:
     DDP's reduction finishes in every step (a parameter the loss does not reach would otherwise stall it)."""
     params = [p for p in model.parameters() if p.requires_grad]
     return sum((p.sum() * 0.0 for p in params), torch.zeros(()))
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank (itself without a process group)."""
+    if not active():
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def average_gradients(params) -> None:

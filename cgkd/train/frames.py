@@ -269,7 +269,8 @@ class StreamingFrameSet:
         else:  # a batch across chunk boundaries: stack the frames it needs
             rows = [self._chunk(int(i // self.chunk_frames)) for i in idx]
             off = [int(i % self.chunk_frames) for i in idx]
-            pick = lambda t: None if t is None else torch.stack([getattr(r, t)[o] for r, o in zip(rows, off)])  # noqa: E731
+            pick = lambda t: None if getattr(rows[0], t) is None else torch.stack(  # noqa: E731
+                [getattr(r, t)[o] for r, o in zip(rows, off)])
             fs = FrameSet(positions=pick("positions"), types=self.types, box=pick("box"),
                           targets={k: torch.stack([r.targets[k][o] for r, o in zip(rows, off)]) for k in self.targets})
             local = np.arange(len(idx))

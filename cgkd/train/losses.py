@@ -293,7 +293,7 @@ class NodeEnergyLoss(LossTerm):
 
 def _remove_group_means(d: Tensor, groups: Tensor, weights: Tensor) -> Tensor:
     """``d`` less its weighted mean within each group (the gauge a loss must not see)."""
-    n = batch_max(int(groups.max()) + 1 if groups.numel() else 0)
+    n = batch_max(int(groups.max()) + 1 if groups.numel() else 0, device=groups.device)
     wsum = batch_sum(torch.zeros(n, dtype=d.dtype, device=d.device).index_add_(0, groups, weights))
     dsum = batch_sum(torch.zeros(n, dtype=d.dtype, device=d.device).index_add_(0, groups, weights * d))
     # a group without weight (masked out) has no mean to remove; dividing by a clamped tiny number would be

@@ -579,6 +579,15 @@ def test_openmm_labeler_is_the_force_field_in_cgkd_units(tmp_path):
         ctx.setPeriodicBoxVectors(*(np.eye(3) * a.cell[0, 0] / 10.0))
         ctx.setPositions(a.positions / 10.0)
         assert e == pytest.approx(ctx.getState(getEnergy=True).getPotentialEnergy()._value, rel=1e-10)
+    # a cell that is not lower-triangular (the cubic box rotated): the same energy, the forces rotated with it
+    from scipy.spatial.transform import Rotation
+
+    rot = Rotation.from_euler("xyz", [20, -35, 50], degrees=True).as_matrix()
+    turned = Atoms("Ar8", positions=cells[0].positions @ rot.T, cell=(np.eye(3) * 14.0) @ rot.T, pbc=True)
+    both = get_labeler("openmm", {"system": tmp_path / "lj.xml"}).label(from_ase([cells[0], turned], labels=False),
+                                                                          show_progress=False)
+    assert both.energy[1] == pytest.approx(both.energy[0], rel=1e-9)
+    np.testing.assert_allclose(both.forces[8:], both.forces[:8] @ rot.T, rtol=1e-7, atol=1e-7)
     with pytest.raises(ValueError, match="needs system"):
         get_labeler("openmm")
     with pytest.raises(ValueError, match=r"does not take option\(s\) \['sytem'\]"):

@@ -52,6 +52,17 @@ def test_streamed_batches_hold_the_in_memory_arrays(cg_file):
         fs.batch([30])
 
 
+def test_streamed_batches_without_a_box(cg_file, tmp_path):
+    from dataclasses import replace
+
+    data = replace(read_cg(cg_file), box=None)
+    write_cg(tmp_path / "nobox.h5", data)
+    ref, fs = frameset_from_cg(data), StreamingFrameSet(tmp_path / "nobox.h5", chunk_frames=4)
+    a, b = ref.batch([1, 6, 13]), fs.batch([1, 6, 13])  # across three chunks
+    for k in (keys.POSITIONS, keys.BOX, keys.FORCES):
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=0, msg=k)
+
+
 def test_teachers_train_from_the_file_in_chunks(cg_file, tmp_path):
     from cgkd.kd import load_teachers, train_teachers
     from cgkd.kd.labels import predict
