@@ -318,3 +318,40 @@ def check_output_file(path: Path, name: str) -> None:
             if not os.access(p, os.W_OK | os.X_OK):
                 raise ValueError(f"{name} {str(path)!r}: folder {str(p)!r} is not writable")
             break
+
+
+def replica_task(spec, size: str, out: str, seed: int, platform, production_steps, report_interval,
+                 temperature) -> str:
+    """One AA replica of :func:`simulate_replicas` (resumable, as :func:`simulate`)."""
+    return str(simulate(spec, size, out, platform=platform, production_steps=production_steps,
+                        report_interval=report_interval, seed=seed, temperature=temperature, progress=False))
+
+
+def simulate_replicas(spec, size: str = "quick", out_dir="aa", n_replicas: int = 2, *, seed: Optional[int] = None,
+                      platform: Optional[str] = None, production_steps: Optional[int] = None,
+                      report_interval: Optional[int] = None, temperature: Optional[float] = None,
+                      executor=None, progress: bool = True) -> list:
+    """Independent AA runs ``out_dir/replica_<k>.h5`` (seed ``seed + k``, default seed the spec's) as parallel tasks.
+
+    More independent configurations than one long run gives in the same wall time when the liquid relaxes slowly.
+    Each replica is a :func:`simulate` run (resumable: a rerun continues the unfinished ones); ``executor``
+    (:mod:`cgkd.parallel`: a local pool, a Dask cluster) says where they run. Map each file, or all of them into one
+    CG dataset with ``cgkd.data.mapped.map_aa_file`` and ``cgkd.data.cg_h5.concatenate_cg``.
+
+    Returns
+    -------
+    list of Path
+    """
+    from cgkd.parallel import run_tasks
+
+    if isinstance(n_replicas, bool) or not isinstance(n_replicas, int) or n_replicas < 1:
+        raise ValueError(f"n_replicas must be a positive integer, got {n_replicas!r}")
+    spec_obj = load_spec(spec) if isinstance(spec, (str, Path)) else spec
+    base = int(spec_obj.seed if seed is None else seed)
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [(spec_obj, size, str(folder / f"replica_{k}.h5"), base + k, platform, production_steps, report_interval,
+             temperature) for k in range(n_replicas)]
+    done = run_tasks(replica_task, jobs, executor, labels=[f"replica {k}" for k in range(n_replicas)],
+                     desc="AA replicas", show_progress=progress)
+    return [Path(p) for p in done]

@@ -35,12 +35,30 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-sampling", dest="sampling", action="store_false",
                    help="skip the sampling report (autocorrelation times and effective sample sizes of the potential "
                         "energy and the structure, written to FILE.sampling.json)")
+    p.add_argument("--replicas", type=int, default=1, metavar="K",
+                   help="K independent runs (seeds SEED..SEED+K-1) into the folder --out as replica_<k>.h5, as "
+                        "parallel tasks (--workers, --executor); default 1")
+    from cgkd.cli.executor import add_executor_args
+
+    add_executor_args(p, workers_help="replicas run")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from cgkd.aa.simulate import simulate
 
+    if args.replicas != 1:
+        from cgkd.aa.simulate import simulate_replicas
+        from cgkd.cli.executor import executor_from_args
+
+        if not args.resume:
+            raise ValueError("--no-resume is not offered with --replicas; remove the folder to start over")
+        for path in simulate_replicas(args.spec, args.size, args.out, args.replicas, seed=args.seed,
+                                      platform=args.platform, production_steps=args.steps,
+                                      report_interval=args.report_interval, temperature=args.temperature,
+                                      executor=executor_from_args(args), progress=args.progress):
+            print(path)
+        return 0
     out = simulate(args.spec, args.size, args.out, platform=args.platform, production_steps=args.steps,
                    report_interval=args.report_interval, seed=args.seed, temperature=args.temperature,
                    progress=args.progress, resume=args.resume)

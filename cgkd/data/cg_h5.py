@@ -213,6 +213,34 @@ def _stream_digest(h5: h5py.File, topology: Topology, temperature: float, chunk:
     return "sha256:" + h.hexdigest()
 
 
+def concatenate_cg(paths: Sequence[str | Path], out: str | Path, chunk: int = 256) -> Path:
+    """One CG dataset of the frames of ``paths`` in order (independent replicas of one system), streamed chunk by
+    chunk. Topologies and temperatures must be equal; labels are not carried over. ``attrs["sources"]`` lists the
+    inputs with their frame counts."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("paths must name at least one CG dataset, got none")
+    first = read_cg(paths[0], frames=slice(0, 1))
+    counts = []
+    for p in paths:
+        top, n = read_topology(p), n_frames(p)
+        if top.to_json() != first.topology.to_json():
+            raise ValueError(f"{p} has another CG topology than {paths[0]}; only replicas of one system concatenate")
+        with _open(p) as h5:
+            t, periodic, timed = float(h5.attrs["temperature"]), keys.BOX in h5, keys.TIME in h5
+        if t != first.temperature or periodic != (first.box is not None) or timed != (first.time is not None):
+            raise ValueError(f"{p} differs from {paths[0]} in temperature, periodicity or times")
+        counts.append(n)
+    attrs = dict(first.attrs, sources=[{"path": str(p.resolve()), "frames": c} for p, c in zip(paths, counts)])
+    with CGWriter(out, first.topology, first.temperature, periodic=first.box is not None,
+                  with_time=first.time is not None, attrs=attrs) as w:
+        for p, n in zip(paths, counts):
+            for a in range(0, n, chunk):
+                d = read_cg(p, frames=slice(a, min(a + chunk, n)))
+                w.append(d.positions, d.forces, d.box, d.time)
+    return Path(out)
+
+
 def read_frames(path: str | Path, frames, names: Sequence[str] = (keys.FORCES,)) -> Dict[str, np.ndarray]:
     """Positions, box and the arrays ``names`` of the frames ``frames`` (increasing indices), read from the file.
 
@@ -370,5 +398,5 @@ def read_labels(path: str | Path, names: Optional[Sequence[str]] = None) -> Dict
     return out
 
 
-__all__ = ["CGData", "CGWriter", "FORMAT", "FORMAT_VERSION", "read_frames", "content_digest", "data_digest", "has_labels", "labels_attrs", "n_frames", "read_cg", "read_labels",
+__all__ = ["CGData", "CGWriter", "concatenate_cg", "FORMAT", "FORMAT_VERSION", "read_frames", "content_digest", "data_digest", "has_labels", "labels_attrs", "n_frames", "read_cg", "read_labels",
            "read_topology", "write_cg", "write_labels"]

@@ -116,3 +116,24 @@ def test_streamed_mapping_equals_the_in_memory_one(reline_aa, tmp_path, capsys):
     assert content_digest(tmp_path / "cli.h5") == data_digest(ref)
     with pytest.raises(ValueError, match="chunk_frames must be a positive integer, got 0"):
         map_aa_file(reline_aa, tmp_path / "x.h5", chunk_frames=0)
+
+
+def test_aa_replicas_in_a_pool_map_and_concatenate(tmp_path):
+    """Two AA replicas as parallel tasks (a local pool of 2), each mapped streaming, joined into one CG dataset."""
+    from cgkd.aa.simulate import simulate_replicas
+    from cgkd.data.cg_h5 import concatenate_cg
+    from cgkd.data.mapped import map_aa_file
+
+    paths = simulate_replicas("water", "test", tmp_path / "aa", 2, seed=11, platform="CPU", production_steps=20,
+                              report_interval=5, executor=2, progress=False)
+    assert [p.name for p in paths] == ["replica_0.h5", "replica_1.h5"]
+    a, b = read_aa(paths[0]), read_aa(paths[1])
+    assert a.n_frames == b.n_frames == 4 and not np.allclose(a.positions, b.positions)  # seeds 11 and 12 differ
+    assert [read_aa(p).attrs["seed"] for p in paths] == [11, 12]
+    cgs = [map_aa_file(p, tmp_path / f"cg_{k}.h5", chunk_frames=3) and tmp_path / f"cg_{k}.h5"
+           for k, p in enumerate(paths)]
+    joined = read_cg(concatenate_cg(cgs, tmp_path / "cg.h5", chunk=3))
+    assert joined.n_frames == 8 and [s["frames"] for s in joined.attrs["sources"]] == [4, 4]
+    np.testing.assert_array_equal(joined.positions[4:], read_cg(cgs[1]).positions)
+    with pytest.raises(ValueError, match="n_replicas must be a positive integer"):
+        simulate_replicas("water", "test", tmp_path / "x", 0)
