@@ -258,6 +258,32 @@ def plot(rows: List[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def plot_structure(rows: List[dict], path: Path, title: str) -> None:
+    """RDF, ADF and CDF total absolute error against N per model (mean, 95 % CI): the structure stage's rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(13, 4))
+    for i, kind in enumerate(("rdf", "adf", "cdf")):
+        sel = [r for r in rows if r["kind"] == kind]
+        n = np.array([r["n_train"] for r in sel])
+        for j, (model, style) in enumerate((("control", "o-"), ("student", "s-"), ("ensemble", "^-"))):
+            m = np.array([r[model]["mean"] for r in sel])
+            h = np.nan_to_num(np.array([r[model]["ci95"] for r in sel]))
+            ax[i].errorbar(n * (1 + 0.04 * (j - 1)), m, yerr=h, fmt=style, capsize=3, label=model, color=f"C{j}")
+        ax[i].set_xscale("log")
+        ax[i].set_xlabel("training configurations N")
+        ax[i].set_ylabel(f"{kind.upper()} total absolute error vs held-out AA")
+    ax[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def run(cg_path: Path, preset_name: str, out: Path, device: str = "cpu", name: Optional[str] = None,
         plot_path: Optional[Path] = None, structure: bool = False, structure_md: Optional[dict] = None) -> dict:
     from cgkd.data.cg_h5 import read_cg
