@@ -1,5 +1,5 @@
 """Synthetic configurations, done properly (issue 11, deliver 5): rounds of the student's own MD, selection by the
-ensemble's disagreement and coverage, ensemble labels, retraining (``cgkd.kd.synthetic.synthetic_rounds``).
+ensemble's disagreement and coverage, ensemble labels, retraining (``cgkd.synthetic.synthetic_rounds``).
 
 Per seed, round 0 is the student on the AA frames alone; each later round adds ``--per-round`` configurations
 from the previous student's MD. Reported per round over the seeds (mean and 95 % t-interval; differences to round 0
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from cgkd.data.cg_h5 import read_cg
-    from cgkd.kd.synthetic import synthetic_rounds
+    from cgkd.synthetic import synthetic_rounds
     from cgkd.kd.teachers import read_split
     from cgkd.progress import note
     from cgkd.train import TrainConfig

@@ -7,7 +7,7 @@ where a physical value is expected and strip it with :func:`cgkd.units.strip`.
 Layers (a module may import only from layers to its left; docs/design.md has the contracts):
 
     units, keys, registry, errors, arrays, seeds, progress -> io -> parallel -> geometry -> topology -> aa -> mapping -> data -> nn -> train -> kd
-        -> export/openmm -> analysis -> pipeline -> cli
+        -> export/openmm -> analysis -> pipeline (and synthetic) -> cli
 
 ``geometry`` (minimum image, distances, angles, IUPAC dihedrals) and ``topology`` (the frozen CG or
 atomistic topology with its bonded terms) are the floor every later layer reads. Torch is imported

@@ -254,7 +254,7 @@ def test_content_digest_is_stored_and_ignores_labels(tmp_path):
 
 
 def test_select_frames_takes_the_most_disputed_and_spreads_the_rest():
-    from cgkd.kd.synthetic import select_frames
+    from cgkd.synthetic import select_frames
 
     std = np.zeros((10, 4))
     std[[2, 7], :] = [[5.0] * 4, [9.0] * 4]  # the two most disputed frames
@@ -270,7 +270,7 @@ def test_select_frames_takes_the_most_disputed_and_spreads_the_rest():
 
 def test_synthetic_rounds_add_ensemble_labelled_frames_from_the_students_md(ensemble, tmp_path):
     from cgkd.kd.labels import ensemble_predictions
-    from cgkd.kd.synthetic import synthetic_rounds
+    from cgkd.synthetic import synthetic_rounds
 
     root, _ = ensemble
     tdir = root / "teachers"

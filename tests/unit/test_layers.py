@@ -9,6 +9,7 @@ ORDER = ["units", "keys", "registry", "errors", "arrays", "seeds", "progress", "
          "analysis", "pipeline", "cli"]
 RANK = {name: i for i, name in enumerate(ORDER)}
 RANK["export"] = RANK["openmm"]  # one layer
+RANK["synthetic"] = RANK["pipeline"]  # a workflow over kd, export/openmm and analysis, like the pipeline
 NO_TORCH = {"units", "keys", "registry", "errors", "arrays", "seeds", "progress", "io", "parallel", "geometry", "topology", "aa", "mapping", "analysis"}
 ROOT = Path(cgkd.__file__).parent
 
