@@ -19,7 +19,9 @@ What makes a run on R processes the same run as on one process at the same globa
 - only rank 0 writes the checkpoint, the log and the model; a resumed run reads the same checkpoint on
   every rank.
 
-Terms whose value depends on per-rank statistics other than those sums are not covered.
+Terms whose value depends on per-rank statistics other than those sums are not covered; nor is ``sliced_score``,
+whose random projections come from the global RNG, seeded alike on every rank (its estimate stays unbiased, but the
+run is not the single-process one).
 """
 
 from __future__ import annotations
