@@ -18,6 +18,11 @@ Each round records the force RMSE against the held-out mapped forces, and the en
 configurations the round's *sampling* model visited (the quantity the loop should drive down: the student's own MD
 staying where the teachers agree). Round 0 is the student trained on the AA frames alone, the reference. Every
 round is resumable (``round_XX/round.json`` is written last).
+
+With ``stop_ratio`` the loop ends at the first round whose student's own MD survives every replica and on which
+the ensemble disagrees no more than ``stop_ratio`` times as much as on the held-out AA frames (the "iterate until
+its own MD stays where the teachers agree" of the issue); otherwise it runs every round. ``OUT/rounds.json`` lists
+the rounds, and ``OUT/student.pt`` is the last round's exported student, ready for ``cgkd simulate``.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import numpy as np
 
 from cgkd import keys
 from cgkd.data.cg_h5 import CGData, read_cg
-from cgkd.io.atomic import write_text
+from cgkd.io.atomic import atomic_path, write_text
 from cgkd.kd.labels import ensemble_predictions, force_rmse, predict
 from cgkd.kd.teachers import build_potential, read_split
 from cgkd.train.checkpoint import seeded
@@ -38,6 +43,16 @@ from cgkd.train.frames import FrameSet
 from cgkd.train.trainer import TrainConfig, fit
 
 ROUND_FILE = "round.json"
+SUMMARY_FILE = "rounds.json"
+
+
+def converged(record: dict, stop_ratio: Optional[float]) -> bool:
+    """Whether a round's record meets the stopping rule: every replica of its own MD survived, and the ensemble's
+    mean disagreement on that MD is at most ``stop_ratio`` times its disagreement on the held-out AA frames."""
+    if stop_ratio is None:
+        return False
+    done, total = (int(x) for x in str(record["own_md_survived"]).split("/"))
+    return done == total and record["own_md_mean_force_std"] <= stop_ratio * record["aa_mean_force_std"]
 
 
 def select_frames(force_std: np.ndarray, k: int, coverage: float = 0.5) -> np.ndarray:
@@ -100,7 +115,7 @@ def _combined(data: CGData, keep: np.ndarray, aa_labels: np.ndarray, extra: dict
 def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_round: int = 32, coverage: float = 0.5,
                      md_ps: float = 20.0, replicas: int = 2, skip_ps: float = 2.0, sampler: str = "student",
                      arch: str = "hipnn", preset: Union[str, dict] = "small", config: Optional[TrainConfig] = None,
-                     seed: int = 0) -> list:
+                     seed: int = 0, stop_ratio: Optional[float] = None, progress: bool = False) -> list:
     """Rounds of sampling, selection by disagreement, ensemble labelling and retraining (module docstring).
 
     Parameters
@@ -126,6 +141,13 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
         then tests whether the student's MD stays where the teachers agree) or the teacher ensemble.
     config : TrainConfig, optional
         The student's training (the same every round; a fresh model each round).
+    seed : int
+        Seed of the sampling MD (round ``r`` uses ``seed + r``).
+    stop_ratio : float, optional
+        Stop after the first round that meets :func:`converged` (at least 1; e.g. 1.1). None (default): run every
+        round.
+    progress : bool
+        Progress of each round's MD and one status line per round on stderr.
 
     Returns
     -------
@@ -144,6 +166,13 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
         raise ValueError(f"skip_ps must lie in [0, md_ps) = [0, {md_ps}) ps, got {skip_ps}")
     if sampler not in ("student", "ensemble"):
         raise ValueError(f"sampler must be 'student' or 'ensemble', got {sampler!r}")
+    if isinstance(per_round, bool) or not isinstance(per_round, int) or per_round < 1:
+        raise ValueError(f"per_round must be an integer >= 1, got {per_round!r}")
+    if stop_ratio is not None and (isinstance(stop_ratio, bool) or not isinstance(stop_ratio, (int, float))
+                                   or not stop_ratio >= 1.0):
+        raise ValueError(f"stop_ratio must be None or a number >= 1 (own-MD disagreement over AA disagreement), "
+                         f"got {stop_ratio!r}")
+    from cgkd.progress import note
     out = Path(out_dir)
     cfg = config or TrainConfig(max_epochs=30)
     data = read_cg(cg_path)
@@ -188,7 +217,7 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
             f = predict(model, data.subset(test))[keys.FORCE]
             export_model(folder / "model.pt", cg_path, folder / "student.pt")
             own = run_cg_md(folder / "student.pt", data.subset(train), folder / "md", n_replicas=replicas,
-                            steps=md_steps, report_interval=every, progress=False, seed=seed + r)
+                            steps=md_steps, report_interval=every, progress=progress, seed=seed + r)
             own_frames = _md_frames(folder / "md", data, skip_ps)
             rec = {"round": r, "n_synthetic": int(len(extra["positions"])),
                    "force_rmse_vs_mapped": force_rmse(f, data.forces[test]),
@@ -196,9 +225,18 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
                    "own_md_survived": f"{own['survived']}/{own['n_replicas']}",
                    "own_md_mean_force_std": float(ensemble_predictions(own_frames, teacher_dir)[keys.FORCE_STD].mean()),
                    "aa_mean_force_std": float(np.mean(ensemble_predictions(data.subset(test), teacher_dir)[keys.FORCE_STD]))}
-            np.savez(folder / "synthetic.npz", **extra)
+            with atomic_path(folder / "synthetic.npz", suffix=".npz") as tmp:
+                np.savez(tmp, **extra)
             write_text(done, json.dumps(rec, indent=1))
         records.append(rec)
+        stop = converged(rec, stop_ratio)
+        if progress:
+            note(f"synthetic round {r}: {rec['n_synthetic']} synthetic frames, force RMSE vs mapped "
+                 f"{rec['force_rmse_vs_mapped']:.1f} kJ/mol/nm, ensemble disagreement on its own MD "
+                 f"{rec['own_md_mean_force_std']:.1f} (held-out AA {rec['aa_mean_force_std']:.1f}), own MD survived "
+                 f"{rec['own_md_survived']}" + ("; converged" if stop else ""))
+        if stop:
+            break
         if r < rounds:  # candidates of the next round
             if sampler == "student":
                 candidates = _md_frames(folder / "md", data, skip_ps)
@@ -209,7 +247,20 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
                 run_cg_md(art, data.subset(train), out / f"ensemble_md_{r:02d}", n_replicas=replicas, steps=md_steps,
                           report_interval=every, progress=False, seed=seed + 100 + r)
                 candidates = _md_frames(out / f"ensemble_md_{r:02d}", data, skip_ps)
+    _summarise(out, records, stop_ratio)
     return records
 
 
-__all__ = ["ROUND_FILE", "select_frames", "synthetic_rounds"]
+def _summarise(out: Path, records: list, stop_ratio: Optional[float]) -> None:
+    """``OUT/rounds.json`` and ``OUT/student.pt`` (a copy of the last round's exported student)."""
+    import shutil
+
+    last = records[-1]["round"]
+    with atomic_path(out / "student.pt", suffix=".pt") as tmp:
+        shutil.copyfile(out / f"round_{last:02d}" / "student.pt", tmp)
+    write_text(out / SUMMARY_FILE, json.dumps({
+        "rounds": records, "final_round": last, "stop_ratio": stop_ratio,
+        "converged": converged(records[-1], stop_ratio), "student": "student.pt"}, indent=1))
+
+
+__all__ = ["ROUND_FILE", "SUMMARY_FILE", "converged", "select_frames", "synthetic_rounds"]

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 #: Verbs in pipeline order; a verb whose module is missing is simply not offered.
-VERBS = ["aa", "map", "teachers", "distill", "export", "simulate", "compare", "run", "atoms", "jobscript"]
+VERBS = ["aa", "map", "teachers", "distill", "synthetic", "export", "simulate", "compare", "run", "atoms", "jobscript"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -288,3 +288,49 @@ def test_synthetic_rounds_add_ensemble_labelled_frames_from_the_students_md(ense
     again = synthetic_rounds(root / "cg.h5", tdir, tmp_path / "syn", rounds=1, per_round=4, md_ps=1.6, replicas=1,
                              skip_ps=0.0, preset=TINY, config=cfg)
     assert again == recs  # resumed: every round read back
+
+
+def test_the_stopping_rule_needs_survival_and_agreement():
+    from cgkd.synthetic import converged
+
+    rec = {"own_md_survived": "2/2", "own_md_mean_force_std": 44.0, "aa_mean_force_std": 40.0}
+    assert converged(rec, 1.1) and not converged(rec, 1.05) and not converged(rec, None)
+    assert not converged(dict(rec, own_md_survived="1/2"), 10.0)  # a failed replica never counts as converged
+
+
+def test_cgkd_synthetic_stops_when_converged_and_resumes_past_it(ensemble, tmp_path, capsys):
+    import yaml
+
+    from cgkd.cli.main import main
+    from cgkd.synthetic import converged, synthetic_rounds
+
+    root, _ = ensemble
+    (tmp_path / "arch.yaml").write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "syn"
+    argv = ["synthetic", str(root / "cg.h5"), "--teachers", str(root / "teachers"), "--out", str(out),
+            "--rounds", "1", "--per-round", "4", "--md-ps", "1.6", "--replicas", "1", "--skip-ps", "0",
+            "--arch-preset", str(tmp_path / "arch.yaml"), "--epochs", "2", "--quiet"]
+    assert main(argv + ["--stop-ratio", "1e6"]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    rec0 = json.loads((out / "round_00" / "round.json").read_text())
+    if not converged(rec0, 1e6):
+        pytest.skip(f"round 0's own MD failed ({rec0['own_md_survived']}): the stop cannot be tested")
+    assert summary["final_round"] == 0 and summary["converged"] and not (out / "round_01").exists()
+    assert (out / "student.pt").read_bytes() == (out / "round_00" / "student.pt").read_bytes()
+    # the same folder without the rule: round 0 is read back, round 1 is added from round 0's MD
+    recs = synthetic_rounds(root / "cg.h5", root / "teachers", out, rounds=1, per_round=4, md_ps=1.6, replicas=1,
+                            skip_ps=0.0, preset=TINY, config=TrainConfig(max_epochs=2, seed=0, progress=False))
+    assert recs[0] == rec0 and recs[1]["n_synthetic"] == 4
+    assert json.loads((out / "rounds.json").read_text())["final_round"] == 1
+    assert (out / "student.pt").read_bytes() == (out / "round_01" / "student.pt").read_bytes()
+
+
+@pytest.mark.parametrize("kwargs, match", [({"stop_ratio": 0.5}, "stop_ratio must be None or a number >= 1"),
+                                           ({"per_round": 0}, "per_round must be an integer >= 1"),
+                                           ({"rounds": -1}, "rounds must be an integer >= 0")])
+def test_synthetic_rounds_reject_bad_settings(ensemble, tmp_path, kwargs, match):
+    from cgkd.synthetic import synthetic_rounds
+
+    root, _ = ensemble
+    with pytest.raises(ValueError, match=match):
+        synthetic_rounds(root / "cg.h5", root / "teachers", tmp_path / "syn", **kwargs)
