@@ -49,8 +49,11 @@ class Preset:
     native: bool = True  # also fit native students: on force_target labels ("native") and mapped forces (MS-CG)
     cg_replicas: int = 2
     cg_steps: int = 5000
-    cg_timestep: float = 0.004  # ps, neural models
-    native_timestep: float = 0.016  # ps, native students (same simulated time: cg_steps * cg_timestep)
+    # ps, neural models; None: the model's default (cgkd.openmm.md.default_timestep: 16 fs, which kept temperature
+    # and structure of the reline students over 8 x 1 ns, docs/benchmarks.md 5c; 2 fs with bonded priors)
+    cg_timestep: Optional[float] = None
+    # ps, native students, None: their default as above. They run the student's simulated time, cg_steps steps of it.
+    native_timestep: Optional[float] = None
     cg_friction: float = 1.0  # 1/ps
     cg_report_interval: int = 50
     backend: Optional[str] = None  # None: TorchForce where it loads, else PythonForce
@@ -66,6 +69,8 @@ class Preset:
         if self.energy_gauge not in ("free", "fixed"):
             raise ValueError(f"Preset.energy_gauge must be 'free' or 'fixed', got {self.energy_gauge!r}")
         for name in ("cg_timestep", "native_timestep", "cg_friction"):
+            if getattr(self, name) is None and name != "cg_friction":
+                continue
             if not getattr(self, name) > 0:
                 raise ValueError(f"Preset.{name} must be > 0, got {getattr(self, name)}")
 
@@ -74,11 +79,12 @@ PRESETS: Dict[str, Preset] = {
     "test": Preset(
         size="test", n_members=2, teacher_preset="small", teacher_epochs=2, student_epochs=2,
         cg_replicas=1, cg_steps=100, cg_report_interval=10, control=False,
+        cg_timestep=0.004,  # models of 2 epochs on a few frames: a short step for the tests
     ),
     # ~20 minutes on 2 CPU cores: teachers medium (8.5k parameters), students small (1.2k parameters).
     "quick": Preset(size="quick", teacher_preset="medium", teacher_epochs=15, student_epochs=30, workers=2),
     "paper": Preset(
-        size="paper", teacher_epochs=200, student_epochs=200, cg_replicas=8, cg_steps=250_000,
+        size="paper", teacher_epochs=200, student_epochs=200, cg_replicas=8, cg_steps=62_500,  # 8 x 1 ns
         cg_report_interval=250,
     ),
 }
@@ -323,14 +329,16 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
                     {"models": sorted(models), "ensemble": p.ensemble_md}, export)
 
     def cgmd(folder: Path) -> dict:
-        from cgkd.openmm.md import run_cg_md
+        from cgkd.openmm.md import model_timestep, run_cg_md
 
         out, parts = {}, []
+        student_dt = p.cg_timestep or model_timestep(s_e["artefacts"]["student"])
         for label, artefact in {**s_e["artefacts"], **native_models}.items():
-            dt, steps, every = p.cg_timestep, p.cg_steps, p.cg_report_interval
-            if label in native_models:  # the same simulated time, and about the same frame spacing, at the native step
-                ratio = p.cg_timestep / p.native_timestep
-                dt, steps, every = p.native_timestep, max(1, round(steps * ratio)), max(1, round(every * ratio))
+            dt, steps, every = p.cg_timestep or model_timestep(artefact), p.cg_steps, p.cg_report_interval
+            if label in native_models:  # the student's simulated time and frame spacing, at the native step
+                dt = p.native_timestep or model_timestep(artefact)
+            ratio = student_dt / dt
+            steps, every = max(1, round(steps * ratio)), max(1, round(every * ratio))
             summary = run_cg_md(artefact, cg_path, folder / label, n_replicas=p.cg_replicas, steps=steps,
                                 timestep=dt, friction=p.cg_friction, report_interval=every,
                                 backend=p.backend, seed=seed, progress=True)

@@ -70,6 +70,25 @@ def default_timestep(kind: str, bonded_priors: Optional[dict] = None) -> float:
     if any(bonded_priors.get(k) for k in ("bonds", "angles", "dihedrals", "impropers")) if bonded_priors else False:
         return BONDED_TIMESTEP
     return DEFAULT_TIMESTEP[kind]
+def model_timestep(artefact) -> float:
+    """The default time step (ps) of a model file: :func:`default_timestep` of its kind and bonded priors.
+
+    ``artefact`` is an exported neural artefact (path or loaded) or a native student (``native.json`` or a
+    ``NativeModel``), as :func:`run_cg_md` takes it.
+    """
+    kind, bonded = _kind_and_priors(artefact)[1:]
+    return default_timestep(kind, bonded)
+
+
+def _kind_and_priors(artefact):
+    """``(loaded model, kind, bonded priors)`` of what :func:`run_cg_md` accepts as its model."""
+    native = load_native(artefact) if isinstance(artefact, (str, Path)) and is_native_file(artefact) else artefact
+    if isinstance(native, NativeModel):
+        return native, "native", native.bonded_priors
+    loaded = as_artefact(artefact)
+    return loaded, "neural", loaded[1].get("bonded_priors")
+
+
 #: Runaway: potential energy per bead rising more than this many kT above its initial value.
 RUNAWAY_KT_PER_BEAD = 20.0
 #: Runaway: instantaneous kinetic temperature above this multiple of the thermostat's (a bead shot off at
@@ -272,14 +291,14 @@ def run_cg_md(
     temperature = float(units.strip(temperature if temperature is not None else data.temperature, units.TEMPERATURE, "temperature"))
     if not (np.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be positive (K), got {temperature}")
-    native = load_native(artefact) if isinstance(artefact, (str, Path)) and is_native_file(artefact) else artefact
-    if isinstance(native, NativeModel):
-        names, dtype, model_kind = list(native.type_names), "float64", "native"
-        bonded = native.bonded_priors
+    loaded, model_kind, bonded = _kind_and_priors(artefact)
+    if model_kind == "native":
+        native = loaded
+        names, dtype = list(native.type_names), "float64"
     else:
-        module, metadata = as_artefact(artefact)
-        names, dtype, model_kind = list(metadata["type_names"]), metadata["dtype"], "neural"
-        bonded = metadata.get("bonded_priors")
+        native = artefact
+        module, metadata = loaded
+        names, dtype = list(metadata["type_names"]), metadata["dtype"]
     timestep = default_timestep(model_kind, bonded) if timestep is None else float(
         units.strip(timestep, units.TIME, "timestep"))
     if not (np.isfinite(timestep) and timestep > 0):

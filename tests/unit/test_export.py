@@ -211,3 +211,12 @@ def test_export_model_writes_an_artefact_of_a_model_file(tmp_path):
     assert meta["provenance"]["model_file"] == str(tmp_path / "model.pt") and meta["provenance"]["run"] == "x"
     with pytest.raises(FileNotFoundError):
         export_model(tmp_path / "none.pt", tmp_path / "cg.h5", tmp_path / "x.pt")
+
+
+def test_model_timestep_reads_the_artefacts_bonded_priors(tmp_path):
+    from cgkd.openmm.md import BONDED_TIMESTEP, DEFAULT_TIMESTEP, model_timestep
+
+    _export(tmp_path / "liquid.pt")
+    _export(tmp_path / "bonded.pt", bonded_priors={"bonds": {("A", "B"): {"r0": 0.3, "k": 500.0}}})
+    assert model_timestep(tmp_path / "liquid.pt") == DEFAULT_TIMESTEP["neural"]
+    assert model_timestep(tmp_path / "bonded.pt") == BONDED_TIMESTEP < DEFAULT_TIMESTEP["neural"]
