@@ -60,12 +60,21 @@ class Preset:
     workers: int = 1
     ensemble_md: bool = False  # also run CG MD with the teacher ensemble's mean (n_members force calls per step)
     seed: Optional[int] = None  # seed of training and CG MD (None: the spec's seed); the AA stage keeps the spec's
+    # > 0: also the student on synthetic configurations (cgkd.synthetic: its own CG MD, ensemble labels), this many
+    # rounds, as the model "synthetic" (docs/benchmarks.md 5f); 0: not made
+    synthetic_rounds: int = 0
+    synthetic_per_round: int = 32  # configurations added per round
+    synthetic_md_ps: float = 20.0  # CG MD per replica and round (cg_replicas replicas; a tenth, at most 2 ps, dropped)
 
     def __post_init__(self):
         for name in ("n_members", "teacher_epochs", "student_epochs", "cg_replicas", "cg_steps", "cg_report_interval",
-                     "workers"):
+                     "workers", "synthetic_per_round"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Preset.{name} must be >= 1, got {getattr(self, name)}")
+        if self.synthetic_rounds < 0:
+            raise ValueError(f"Preset.synthetic_rounds must be >= 0 (0: no synthetic student), got {self.synthetic_rounds}")
+        if not self.synthetic_md_ps > 0:
+            raise ValueError(f"Preset.synthetic_md_ps must be > 0, got {self.synthetic_md_ps}")
         if self.energy_gauge not in ("free", "fixed"):
             raise ValueError(f"Preset.energy_gauge must be 'free' or 'fixed', got {self.energy_gauge!r}")
         for name in ("cg_timestep", "native_timestep", "cg_friction"):
@@ -112,7 +121,7 @@ def load_preset(preset: str | Path | Preset, spec: Optional[SystemSpec] = None) 
     raise ValueError(f"preset must be one of {sorted(PRESETS)}, a YAML file of Preset fields or a Preset, got {preset!r}")
 
 
-STAGES = ["aa", "map", "teachers", "labels", "student", "control", "native", "export", "cgmd", "compare"]
+STAGES = ["aa", "map", "teachers", "labels", "student", "control", "synthetic", "native", "export", "cgmd", "compare"]
 
 
 def _hash(obj) -> str:
@@ -292,6 +301,27 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
         s_c = run.stage("control", ["labels"], student_settings, student_body("mapped", "none"))
         models["control"] = s_c["model"]
 
+    if p.synthetic_rounds:
+        def synthetic_body(folder: Path) -> dict:
+            from cgkd.synthetic import synthetic_rounds
+
+            recs = synthetic_rounds(cg_path, s_t["dir"], folder, rounds=p.synthetic_rounds,
+                                    per_round=p.synthetic_per_round, md_ps=p.synthetic_md_ps,
+                                    replicas=p.cg_replicas, skip_ps=min(2.0, 0.1 * p.synthetic_md_ps),
+                                    arch=p.student_arch, preset=p.student_preset, timestep=p.cg_timestep,
+                                    config=_train_config(p.student_epochs, seed + 1000, device, 1), seed=seed)
+            first, last = recs[0], recs[-1]
+            return {"model": str(folder / f"round_{last['round']:02d}" / "model.pt"), "rounds": recs,
+                    "line": f"{last['round']} rounds, {last['n_synthetic']} synthetic configurations: held-out force "
+                            f"RMSE vs mapped {first['force_rmse_vs_mapped']:.1f} (round 0) -> "
+                            f"{last['force_rmse_vs_mapped']:.1f} kJ/mol/nm; ensemble disagreement on its own MD "
+                            f"{last['own_md_mean_force_std']:.1f} (held-out AA {last['aa_mean_force_std']:.1f})"}
+
+        s_syn = run.stage("synthetic", ["teachers"], student_settings | {
+            "rounds": p.synthetic_rounds, "per_round": p.synthetic_per_round, "md_ps": p.synthetic_md_ps,
+            "replicas": p.cg_replicas, "dt": p.cg_timestep}, synthetic_body)
+        models["synthetic"] = s_syn["model"]
+
     native_models: Dict[str, str] = {}
     if p.native:
         def native_body(folder: Path) -> dict:
@@ -325,7 +355,7 @@ def run_pipeline(spec: SystemSpec | str | Path, preset: str | Path | Preset = "q
             out["ensemble"] = str(folder / "ensemble.pt")
         return {"artefacts": out, "line": "exported " + ", ".join(f"{k} -> {v}" for k, v in out.items())}
 
-    s_e = run.stage("export", ["student"] + (["control"] if p.control else []),
+    s_e = run.stage("export", ["student"] + (["control"] if p.control else []) + (["synthetic"] if p.synthetic_rounds else []),
                     {"models": sorted(models), "ensemble": p.ensemble_md}, export)
 
     def cgmd(folder: Path) -> dict:

@@ -115,7 +115,8 @@ def _combined(data: CGData, keep: np.ndarray, aa_labels: np.ndarray, extra: dict
 def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_round: int = 32, coverage: float = 0.5,
                      md_ps: float = 20.0, replicas: int = 2, skip_ps: float = 2.0, sampler: str = "student",
                      arch: str = "hipnn", preset: Union[str, dict] = "small", config: Optional[TrainConfig] = None,
-                     seed: int = 0, stop_ratio: Optional[float] = None, progress: bool = False) -> list:
+                     seed: int = 0, stop_ratio: Optional[float] = None, timestep: Optional[float] = None,
+                     progress: bool = False) -> list:
     """Rounds of sampling, selection by disagreement, ensemble labelling and retraining (module docstring).
 
     Parameters
@@ -146,6 +147,8 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
     stop_ratio : float, optional
         Stop after the first round that meets :func:`converged` (at least 1; e.g. 1.1). None (default): run every
         round.
+    timestep : float, optional
+        Time step (ps) of the sampling MD; default the student's (:func:`cgkd.openmm.md.default_timestep`).
     progress : bool
         Progress of each round's MD and one status line per round on stderr.
 
@@ -158,7 +161,7 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
     """
     from cgkd.export.artefact import export_ensemble, export_model
     from cgkd.nn.potential import save_potential
-    from cgkd.openmm.md import default_timestep, run_cg_md
+    from cgkd.openmm.md import model_timestep, run_cg_md
 
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
         raise ValueError(f"rounds must be an integer >= 0, got {rounds!r}")
@@ -172,7 +175,11 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
                                    or not stop_ratio >= 1.0):
         raise ValueError(f"stop_ratio must be None or a number >= 1 (own-MD disagreement over AA disagreement), "
                          f"got {stop_ratio!r}")
+    if timestep is not None and (isinstance(timestep, bool) or not isinstance(timestep, (int, float))
+                                 or not timestep > 0):
+        raise ValueError(f"timestep must be None or a positive number (ps), got {timestep!r}")
     from cgkd.progress import note
+
     out = Path(out_dir)
     cfg = config or TrainConfig(max_epochs=30)
     data = read_cg(cg_path)
@@ -186,8 +193,6 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
              "labels": np.zeros((0,) + data.positions.shape[1:], np.float32), "box": np.zeros((0, 3, 3), np.float32)}
     extra = empty
     candidates = None  # CGData of the previous round's sampling MD
-    dt = default_timestep("neural")
-    md_steps, every = int(round(md_ps / dt)), max(1, int(round(0.25 / dt)))
     records = []
     for r in range(rounds + 1):
         folder = out / f"round_{r:02d}"
@@ -216,8 +221,10 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
             save_potential(folder / "model.pt", model.cpu(), extra={"role": "student", "round": r})
             f = predict(model, data.subset(test))[keys.FORCE]
             export_model(folder / "model.pt", cg_path, folder / "student.pt")
+            dt = timestep or model_timestep(folder / "student.pt")
             own = run_cg_md(folder / "student.pt", data.subset(train), folder / "md", n_replicas=replicas,
-                            steps=md_steps, report_interval=every, progress=progress, seed=seed + r)
+                            steps=_steps(md_ps, dt), report_interval=_steps(0.25, dt), timestep=dt,
+                            progress=progress, seed=seed + r)
             own_frames = _md_frames(folder / "md", data, skip_ps)
             rec = {"round": r, "n_synthetic": int(len(extra["positions"])),
                    "force_rmse_vs_mapped": force_rmse(f, data.forces[test]),
@@ -244,11 +251,18 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
                 art = out / "ensemble.pt"
                 if not art.is_file():
                     export_ensemble(teacher_dir, cg_path, art)
-                run_cg_md(art, data.subset(train), out / f"ensemble_md_{r:02d}", n_replicas=replicas, steps=md_steps,
-                          report_interval=every, progress=False, seed=seed + 100 + r)
+                dt = timestep or model_timestep(art)
+                run_cg_md(art, data.subset(train), out / f"ensemble_md_{r:02d}", n_replicas=replicas,
+                          steps=_steps(md_ps, dt), report_interval=_steps(0.25, dt), timestep=dt, progress=progress,
+                          seed=seed + 100 + r)
                 candidates = _md_frames(out / f"ensemble_md_{r:02d}", data, skip_ps)
     _summarise(out, records, stop_ratio)
     return records
+
+
+def _steps(ps: float, dt: float) -> int:
+    """MD steps of ``dt`` ps covering ``ps`` ps (at least 1)."""
+    return max(1, int(round(ps / dt)))
 
 
 def _summarise(out: Path, records: list, stop_ratio: Optional[float]) -> None:

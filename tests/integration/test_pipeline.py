@@ -19,7 +19,7 @@ def test_pipeline_runs_caches_and_reruns_downstream(tmp_path):
     for png in ("rdf.png", "adf.png", "cdf.png"):
         assert (report.parent / png).stat().st_size > 1000
     ran = [line.split("]")[0].strip("[ ") for line in lines if line.startswith("[")]
-    assert ran == [s for s in STAGES if s != "control"]
+    assert ran == [s for s in STAGES if s not in ("control", "synthetic")]
     summary = json.loads((tmp_path / "run" / "cgmd" / "stage.json").read_text())["summary"]
     assert set(summary["runs"]) == {"member_00", "student", "native", "native_mscg"}
     native = json.loads((tmp_path / "run" / "native" / "stage.json").read_text())["summary"]["info"]
@@ -35,6 +35,18 @@ def test_pipeline_runs_caches_and_reruns_downstream(tmp_path):
     run_pipeline("reline", replace(preset, student_epochs=3), tmp_path / "run", log=lines.append)
     cached = {line.split("]")[0].strip("[ ") for line in lines if "cached" in line}
     assert cached == {"aa", "map", "teachers", "labels", "native"}
+
+    # Synthetic rounds switched on: a sixth model, "synthetic", trained on the AA frames and on configurations of
+    # its own CG MD labelled by the ensemble, exported, simulated and compared beside the others.
+    lines.clear()
+    syn = replace(preset, student_epochs=3, synthetic_rounds=1, synthetic_per_round=4, synthetic_md_ps=2.0)
+    report = run_pipeline("reline", syn, tmp_path / "run", log=lines.append)
+    cached = {line.split("]")[0].strip("[ ") for line in lines if "cached" in line}
+    assert cached == {"aa", "map", "teachers", "labels", "student", "native"}
+    rounds = json.loads((tmp_path / "run" / "synthetic" / "stage.json").read_text())["summary"]["rounds"]
+    assert [r["n_synthetic"] for r in rounds] == [0, 4]
+    summary = json.loads((tmp_path / "run" / "cgmd" / "stage.json").read_text())["summary"]
+    assert "synthetic" in summary["runs"] and "synthetic" in report.read_text()
 
 
 def test_unknown_preset_is_refused(tmp_path):

@@ -41,6 +41,8 @@ def test_preset_from_yaml(tmp_path):
         ({"size": "test", "control": "yes"}, "control: expected bool"),
         ({"size": "test", "cg_steps": 0}, "cg_steps must be >= 1"),
         ({"size": "test", "cg_timestep": -0.004}, "cg_timestep must be > 0"),
+        ({"size": "test", "synthetic_rounds": -1}, "synthetic_rounds must be >= 0"),
+        ({"size": "test", "synthetic_md_ps": 0}, "synthetic_md_ps must be > 0"),
     ],
 )
 def test_bad_preset_yaml_is_refused(tmp_path, data, match):
