@@ -34,6 +34,49 @@ def structure(folder: Path, reference) -> dict:
             for k in ("rdf", "adf", "cdf")}
 
 
+def plot(result: dict, path: Path, title: str) -> None:
+    """Per round: force RMSE against the held-out mapped forces and against the ensemble (mean and 95 % CI over the
+    seeds), the ensemble's disagreement on the round's own MD (each seed, log scale; the held-out AA value as a line),
+    and RDF/ADF/CDF TAE (mean and 95 % CI). ``result`` is what :func:`main` saves (``rows`` and ``runs``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, runs = result["rows"], result["runs"]
+    r = np.array([row["round"] for row in rows])
+    fig, ax = plt.subplots(1, 3, figsize=(13, 4))
+
+    def bar(a, key, label, style):
+        m = np.array([row[key]["mean"] for row in rows])
+        h = np.nan_to_num(np.array([row[key]["ci95"] for row in rows], dtype=float))
+        a.errorbar(r, m, yerr=h, fmt=style, capsize=3, label=label)
+
+    bar(ax[0], "force_rmse_vs_mapped", "vs held-out mapped forces", "o-")
+    bar(ax[0], "force_rmse_vs_ensemble", "vs the ensemble's labels", "s-")
+    ax[0].set_ylabel("student force RMSE (kJ/mol/nm)")
+    for i, (seed, recs) in enumerate(sorted(runs.items())):
+        ax[1].plot([x["round"] for x in recs], [x["own_md_mean_force_std"] for x in recs], "o-", color=f"C{i}",
+                   alpha=0.8, label=f"seed {seed}: the student's own MD")
+    ax[1].axhline(np.mean([row["aa_mean_force_std"] for row in rows]), color="k", lw=0.8, ls="--",
+                  label="held-out AA frames")
+    ax[1].set_yscale("log")
+    ax[1].set_ylabel("ensemble disagreement, mean force_std (kJ/mol/nm)")
+    bar(ax[2], "rdf_tae", "RDF", "o-")
+    bar(ax[2], "adf_tae", "ADF", "^-")
+    bar(ax[2], "cdf_tae", "CDF", "s-")
+    ax[2].set_ylabel("TAE of the own MD vs held-out AA")
+    for a in ax:
+        a.set_xlabel("round")
+        a.set_xticks(r)
+        a.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cg", required=True, type=Path)
@@ -48,6 +91,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--preset", default="small")
     p.add_argument("--name", default="synthetic")
+    p.add_argument("--plot", type=Path, default=None, help="PNG of the per-round curves")
     args = p.parse_args(argv)
 
     from cgkd.data.cg_h5 import read_cg
@@ -94,8 +138,11 @@ def main(argv=None) -> int:
               f"(vs round 0 {f['minus_round0']:+.2f} +- {f['minus_round0_ci95']:.2f})  own-MD std {dis['mean']:.1f} "
               f"(AA {row['aa_mean_force_std']:.1f})  RDF TAE {rdf['mean']:.3f} ({rdf['minus_round0']:+.3f} +- "
               f"{rdf['minus_round0_ci95']:.3f})  survived {row['own_md_survived']}")
-    save_result(args.name, {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                            "rows": rows, "runs": {str(k): v for k, v in runs.items()}})
+    result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "rows": rows, "runs": {str(k): v for k, v in runs.items()}}
+    if args.plot:
+        plot(result, args.plot, f"synthetic rounds: {len(args.seeds)} seeds, {args.per_round} configurations a round")
+    save_result(args.name, result)
     return 0
 
 
