@@ -92,6 +92,13 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="small")
     p.add_argument("--name", default="synthetic")
     p.add_argument("--plot", type=Path, default=None, help="PNG of the per-round curves")
+    p.add_argument("--sampler", choices=["student", "ensemble", "frames"], default="student",
+                   help="candidates: the student's own MD (default), the ensemble's, or AA frames (--pool)")
+    p.add_argument("--pool", type=Path, default=None,
+                   help="--sampler frames: the full CG dataset the cell was cut from; its frames before the cell's "
+                        "test block and outside its training and validation frames are the candidates")
+    p.add_argument("--cell-result", type=Path, default=None,
+                   help="--sampler frames: the cell's result.json (benchmarks.learning_curve), naming its frames")
     args = p.parse_args(argv)
 
     from cgkd.data.cg_h5 import read_cg
@@ -103,13 +110,24 @@ def main(argv=None) -> int:
 
     data = read_cg(args.cg)
     reference = data.subset(np.asarray(read_split(args.teachers)["test"]))
+    pool = None
+    if args.sampler == "frames":
+        if args.pool is None or args.cell_result is None:
+            p.error("--sampler frames needs --pool and --cell-result")
+        sel = json.loads(args.cell_result.read_text())["frames"]
+        full = read_cg(args.pool)
+        idx = np.setdiff1d(np.arange(min(sel["test"])), np.asarray(sel["train"] + sel["val"]))
+        pool = full.subset(idx)
+        note(f"synthetic: {len(idx)} candidate AA frames of {args.pool} (before frame {min(sel['test'])}, outside "
+             f"the cell's {len(sel['train'])} training and {len(sel['val'])} validation frames)")
     runs = {}
     with num_threads(1):
         for seed in args.seeds:
             cfg = TrainConfig(max_epochs=args.epochs, batch_size=8, seed=3000 + seed, progress=False)
             recs = synthetic_rounds(args.cg, args.teachers, args.out / f"seed{seed}", rounds=args.rounds,
                                     per_round=args.per_round, coverage=args.coverage, md_ps=args.md_ps,
-                                    replicas=args.replicas, preset=args.preset, config=cfg, seed=seed)
+                                    replicas=args.replicas, preset=args.preset, config=cfg, seed=seed,
+                                    sampler=args.sampler, frames=pool)
             for r in recs:
                 r["tae"] = structure(args.out / f"seed{seed}" / f"round_{r['round']:02d}", reference)
                 note(f"synthetic: seed {seed} round {r['round']}: {r['n_synthetic']} synthetic frames, force RMSE "

@@ -6,7 +6,8 @@ round of :func:`synthetic_rounds`:
 
 1. **sample**: CG MD from the training frames of the previous round's student (so that the new frames are where
    *it* goes; ``sampler="student"``, the default) or of the ensemble itself (``sampler="ensemble"``,
-   ``cgkd.export.export_ensemble``);
+   ``cgkd.export.export_ensemble``); or, with ``sampler="frames"``, the not yet chosen configurations of a given
+   set (e.g. AA frames with positions but no forces, or the control arm: more configurations of the AA run);
 2. **select** ``per_round`` of the sampled frames (:func:`select_frames`): a share ``1 - coverage`` by the
    ensemble's disagreement (largest mean ``force_std`` per bead) and the rest evenly spaced in time over the
    remaining frames (coverage);
@@ -114,6 +115,7 @@ def _combined(data: CGData, keep: np.ndarray, aa_labels: np.ndarray, extra: dict
 
 def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_round: int = 32, coverage: float = 0.5,
                      md_ps: float = 20.0, replicas: int = 2, skip_ps: float = 2.0, sampler: str = "student",
+                     frames: Union[None, str, Path, CGData] = None,
                      arch: str = "hipnn", preset: Union[str, dict] = "small", config: Optional[TrainConfig] = None,
                      seed: int = 0, stop_ratio: Optional[float] = None, timestep: Optional[float] = None,
                      progress: bool = False) -> list:
@@ -137,9 +139,12 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
     md_ps, replicas, skip_ps : float, int, float
         MD per round: replicas x ps at the default time step from the training frames; the first ``skip_ps`` of each
         replica dropped.
-    sampler : {"student", "ensemble"}
+    sampler : {"student", "ensemble", "frames"}
         Which model's MD supplies the candidates of the next round: the round's own student (the default: the loop
-        then tests whether the student's MD stays where the teachers agree) or the teacher ensemble.
+        then tests whether the student's MD stays where the teachers agree) or the teacher ensemble. ``"frames"``: the
+        configurations of ``frames`` not chosen in an earlier round (their forces are not used).
+    frames : path or CGData, optional
+        The candidate configurations of ``sampler="frames"`` (same beads as ``cg_path``).
     config : TrainConfig, optional
         The student's training (the same every round; a fresh model each round).
     seed : int
@@ -167,8 +172,11 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
         raise ValueError(f"rounds must be an integer >= 0, got {rounds!r}")
     if not 0 <= skip_ps < md_ps:
         raise ValueError(f"skip_ps must lie in [0, md_ps) = [0, {md_ps}) ps, got {skip_ps}")
-    if sampler not in ("student", "ensemble"):
-        raise ValueError(f"sampler must be 'student' or 'ensemble', got {sampler!r}")
+    if sampler not in ("student", "ensemble", "frames"):
+        raise ValueError(f"sampler must be 'student', 'ensemble' or 'frames', got {sampler!r}")
+    if (frames is None) != (sampler != "frames"):
+        raise ValueError(f"frames must be given exactly when sampler='frames' (sampler={sampler!r}, frames "
+                         f"{'given' if frames is not None else 'not given'})")
     if isinstance(per_round, bool) or not isinstance(per_round, int) or per_round < 1:
         raise ValueError(f"per_round must be an integer >= 1, got {per_round!r}")
     if stop_ratio is not None and (isinstance(stop_ratio, bool) or not isinstance(stop_ratio, (int, float))
@@ -187,12 +195,19 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
     train, val, test = (np.asarray(split[k], dtype=np.int64) for k in ("train", "val", "test"))
     if len(test) == 0:
         raise ValueError(f"the split of {teacher_dir} has no test frames to score against")
+    if frames is not None:
+        frames = read_cg(frames) if not isinstance(frames, CGData) else frames
+        if frames.type_names != data.type_names or frames.n_beads != data.n_beads:
+            raise ValueError(f"frames has {frames.n_beads} beads of types {frames.type_names}, but {cg_path} has "
+                             f"{data.n_beads} of types {data.type_names}")
     aa_labels = ensemble_predictions(data, teacher_dir)[keys.MEAN_FORCES]
     keep = np.concatenate([train, val])
     empty = {"positions": np.zeros((0,) + data.positions.shape[1:], np.float32),
-             "labels": np.zeros((0,) + data.positions.shape[1:], np.float32), "box": np.zeros((0, 3, 3), np.float32)}
+             "labels": np.zeros((0,) + data.positions.shape[1:], np.float32), "box": np.zeros((0, 3, 3), np.float32),
+             "source_index": np.zeros(0, np.int64)}  # sampler "frames": the chosen indices of ``frames``
     extra = empty
-    candidates = None  # CGData of the previous round's sampling MD
+    candidates = None  # CGData of the previous round's sampling MD (or of the unchosen ``frames``)
+    candidate_index = np.zeros(0, np.int64)
     records = []
     for r in range(rounds + 1):
         folder = out / f"round_{r:02d}"
@@ -204,7 +219,9 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
             pred = ensemble_predictions(candidates, teacher_dir)
             pick = select_frames(pred[keys.FORCE_STD], min(per_round, candidates.n_frames), coverage)
             new = candidates.subset(pick)
-            extra = {"positions": np.concatenate([extra["positions"], new.positions]),
+            taken = candidate_index[pick] if sampler == "frames" else np.zeros(0, np.int64)
+            extra = {"source_index": np.concatenate([extra["source_index"], taken]),
+                     "positions": np.concatenate([extra["positions"], new.positions]),
                      "labels": np.concatenate([extra["labels"], pred[keys.MEAN_FORCES][pick].astype(np.float32)]),
                      "box": np.concatenate([extra["box"], new.box if new.box is not None else
                                             np.zeros((len(pick), 3, 3), np.float32)])}
@@ -212,6 +229,7 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
             rec = json.loads(done.read_text())
             with np.load(folder / "synthetic.npz") as z:
                 extra = {k: z[k] for k in ("positions", "labels", "box")}
+                extra["source_index"] = z["source_index"] if "source_index" in z else np.zeros(0, np.int64)
         else:
             folder.mkdir(parents=True, exist_ok=True)
             pool, labels = _combined(data, keep, aa_labels, extra)
@@ -247,6 +265,12 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
         if r < rounds:  # candidates of the next round
             if sampler == "student":
                 candidates = _md_frames(folder / "md", data, skip_ps)
+            elif sampler == "frames":
+                candidate_index = np.setdiff1d(np.arange(frames.n_frames), extra["source_index"])
+                if len(candidate_index) == 0:
+                    raise ValueError(f"round {r + 1}: every one of the {frames.n_frames} configurations of frames was "
+                                     "chosen in an earlier round; give more frames or fewer rounds")
+                candidates = frames.subset(candidate_index)
             else:
                 art = out / "ensemble.pt"
                 if not art.is_file():

@@ -334,3 +334,26 @@ def test_synthetic_rounds_reject_bad_settings(ensemble, tmp_path, kwargs, match)
     root, _ = ensemble
     with pytest.raises(ValueError, match=match):
         synthetic_rounds(root / "cg.h5", root / "teachers", tmp_path / "syn", **kwargs)
+
+
+def test_synthetic_rounds_from_given_frames_take_new_configurations_each_round(ensemble, tmp_path):
+    from cgkd.synthetic import synthetic_rounds
+
+    root, _ = ensemble
+    more = lj_fluid(n_frames=10, seed=7)  # configurations the teachers never saw; their forces are not used
+    recs = synthetic_rounds(root / "cg.h5", root / "teachers", tmp_path / "syn", rounds=2, per_round=4, md_ps=0.8,
+                            replicas=1, skip_ps=0.0, sampler="frames", frames=more, coverage=1.0, preset=TINY,
+                            config=TrainConfig(max_epochs=1, batch_size=8, seed=0, progress=False))
+    assert [r["n_synthetic"] for r in recs] == [0, 4, 8]
+    with np.load(tmp_path / "syn" / "round_02" / "synthetic.npz") as z:
+        idx, pos = z["source_index"], z["positions"]
+    assert len(set(idx.tolist())) == 8  # no configuration chosen twice
+    np.testing.assert_array_equal(pos, more.positions[idx])
+    with pytest.raises(ValueError, match="round 4: every one of the 10 configurations of frames was chosen"):
+        # resumed: round 3 takes the last 2 configurations, round 4 has none left
+        synthetic_rounds(root / "cg.h5", root / "teachers", tmp_path / "syn", rounds=4, per_round=4, md_ps=0.8,
+                         replicas=1, skip_ps=0.0, sampler="frames", frames=more, coverage=1.0, preset=TINY,
+                         config=TrainConfig(max_epochs=1, batch_size=8, seed=0, progress=False))
+    assert json.loads((tmp_path / "syn" / "round_03" / "round.json").read_text())["n_synthetic"] == 10
+    with pytest.raises(ValueError, match="frames must be given exactly when sampler='frames'"):
+        synthetic_rounds(root / "cg.h5", root / "teachers", tmp_path / "x", sampler="frames")
