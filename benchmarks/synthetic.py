@@ -61,7 +61,7 @@ def plot(result: dict, path: Path, title: str) -> None:
     ax[1].axhline(np.mean([row["aa_mean_force_std"] for row in rows]), color="k", lw=0.8, ls="--",
                   label="held-out AA frames")
     ax[1].set_yscale("log")
-    ax[1].set_ylabel("ensemble disagreement, mean force_std (kJ/mol/nm)")
+    ax[1].set_ylabel("ensemble force_std on the MD (kJ/mol/nm)")
     bar(ax[2], "rdf_tae", "RDF", "o-")
     bar(ax[2], "adf_tae", "ADF", "^-")
     bar(ax[2], "cdf_tae", "CDF", "s-")
@@ -97,6 +97,8 @@ def main(argv=None) -> int:
     p.add_argument("--pool", type=Path, default=None,
                    help="--sampler frames: the full CG dataset the cell was cut from; its frames before the cell's "
                         "test block and outside its training and validation frames are the candidates")
+    p.add_argument("--pool-size", type=int, default=None,
+                   help="--sampler frames: keep this many of the candidate frames, evenly spaced (default all)")
     p.add_argument("--cell-result", type=Path, default=None,
                    help="--sampler frames: the cell's result.json (benchmarks.learning_curve), naming its frames")
     args = p.parse_args(argv)
@@ -117,8 +119,10 @@ def main(argv=None) -> int:
         sel = json.loads(args.cell_result.read_text())["frames"]
         full = read_cg(args.pool)
         idx = np.setdiff1d(np.arange(min(sel["test"])), np.asarray(sel["train"] + sel["val"]))
+        if args.pool_size is not None and args.pool_size < len(idx):
+            idx = idx[np.unique(np.round(np.linspace(0, len(idx) - 1, args.pool_size)).astype(np.int64))]
         pool = full.subset(idx)
-        note(f"synthetic: {len(idx)} candidate AA frames of {args.pool} (before frame {min(sel['test'])}, outside "
+        note(f"synthetic: {len(idx)} candidate AA frames of {args.pool} (up to frame {min(sel['test'])}, outside "
              f"the cell's {len(sel['train'])} training and {len(sel['val'])} validation frames)")
     runs = {}
     with num_threads(1):

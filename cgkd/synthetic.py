@@ -208,6 +208,7 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
     extra = empty
     candidates = None  # CGData of the previous round's sampling MD (or of the unchosen ``frames``)
     candidate_index = np.zeros(0, np.int64)
+    frames_pred = None
     records = []
     for r in range(rounds + 1):
         folder = out / f"round_{r:02d}"
@@ -216,7 +217,12 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
             if candidates.n_frames == 0:
                 raise ValueError(f"round {r}: the sampling MD of round {r - 1} left no frames after skip_ps={skip_ps} "
                                  "(its replicas failed early?); see its md folder")
-            pred = ensemble_predictions(candidates, teacher_dir)
+            if sampler == "frames":  # the ensemble's predictions on the whole set, once, indexed per round
+                if frames_pred is None:
+                    frames_pred = ensemble_predictions(frames, teacher_dir)
+                pred = {k: v[candidate_index] for k, v in frames_pred.items() if k in (keys.FORCE_STD, keys.MEAN_FORCES)}
+            else:
+                pred = ensemble_predictions(candidates, teacher_dir)
             pick = select_frames(pred[keys.FORCE_STD], min(per_round, candidates.n_frames), coverage)
             new = candidates.subset(pick)
             taken = candidate_index[pick] if sampler == "frames" else np.zeros(0, np.int64)
