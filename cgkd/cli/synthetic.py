@@ -36,8 +36,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--md-ps", type=float, default=20.0, help="CG MD per replica and round in ps (default 20)")
     p.add_argument("--replicas", type=int, default=2, help="CG MD replicas per round (default 2)")
     p.add_argument("--skip-ps", type=float, default=2.0, help="ps dropped at the start of each replica (default 2)")
-    p.add_argument("--sampler", choices=["student", "ensemble"], default="student",
-                   help="whose MD supplies the candidates: the round's student (default) or the teacher ensemble")
+    p.add_argument("--sampler", choices=["student", "ensemble", "frames"], default="student",
+                   help="where the candidates come from: the round's student's MD (default), the teacher ensemble's "
+                        "MD, or the configurations of --frames")
+    p.add_argument("--frames", default=None,
+                   help="--sampler frames: a CG dataset (cgkd map) of further configurations, e.g. AA frames not "
+                        "used for training; its forces are not used")
     p.add_argument("--stop-ratio", type=float, default=None,
                    help="stop at the first round whose own MD survives and on which the ensemble disagrees at most "
                         "this many times as much as on held-out AA frames (>= 1; default: run every round)")
@@ -54,7 +58,7 @@ def run(args) -> int:
     cfg = training_config(args)
     recs = synthetic_rounds(cg, Path(args.teachers), Path(args.out), rounds=args.rounds, per_round=args.per_round,
                             coverage=args.coverage, md_ps=args.md_ps, replicas=args.replicas, skip_ps=args.skip_ps,
-                            sampler=args.sampler, arch=args.arch, preset=arch_preset_arg(args.arch_preset),
+                            sampler=args.sampler, frames=args.frames, arch=args.arch, preset=arch_preset_arg(args.arch_preset),
                             config=cfg, seed=cfg.seed, stop_ratio=args.stop_ratio, progress=cfg.progress)
     print(json.dumps(json.loads((Path(args.out) / "rounds.json").read_text())
                      | {"rounds": [{k: r[k] for k in ("round", "n_synthetic", "force_rmse_vs_mapped",

@@ -357,3 +357,12 @@ def test_synthetic_rounds_from_given_frames_take_new_configurations_each_round(e
     assert json.loads((tmp_path / "syn" / "round_03" / "round.json").read_text())["n_synthetic"] == 10
     with pytest.raises(ValueError, match="frames must be given exactly when sampler='frames'"):
         synthetic_rounds(root / "cg.h5", root / "teachers", tmp_path / "x", sampler="frames")
+
+
+def test_cgkd_synthetic_frames_sampler_needs_frames(ensemble, tmp_path, capsys):
+    from cgkd.cli.main import main
+
+    root, _ = ensemble
+    assert main(["synthetic", str(root / "cg.h5"), "--teachers", str(root / "teachers"), "--out", str(tmp_path / "s"),
+                 "--sampler", "frames"]) == 2
+    assert "frames must be given exactly when sampler='frames'" in capsys.readouterr().err
