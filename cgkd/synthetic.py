@@ -113,7 +113,7 @@ def _combined(data: CGData, keep: np.ndarray, aa_labels: np.ndarray, extra: dict
     return CGData(positions=pos, forces=lab, box=box, topology=data.topology, temperature=data.temperature), lab
 
 
-def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_round: int = 32, coverage: float = 0.5,
+def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 4, per_round: int = 32, coverage: float = 0.5,
                      md_ps: float = 20.0, replicas: int = 2, skip_ps: float = 2.0, sampler: str = "student",
                      frames: Union[None, str, Path, CGData] = None,
                      arch: str = "hipnn", preset: Union[str, dict] = "small", config: Optional[TrainConfig] = None,
@@ -131,7 +131,7 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 2, per_roun
         ``round_00`` (the AA-only student), ``round_01``, ...: each with ``model.pt``, ``student.pt`` (exported),
         the sampling MD, ``synthetic.npz`` (every synthetic frame so far with its labels) and ``round.json``.
     rounds : int
-        Rounds after round 0.
+        Rounds after round 0 (default 4: on water, docs/benchmarks.md 5f, the force error converged in 3-4).
     per_round : int
         Synthetic frames added per round.
     coverage : float

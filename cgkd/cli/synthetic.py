@@ -29,7 +29,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("cg", help="CG dataset (HDF5, from cgkd map); its split is the teacher folder's")
     p.add_argument("--teachers", required=True, help="teacher folder (from cgkd teachers)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--rounds", type=int, default=2, help="rounds after round 0 (default 2)")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="rounds after round 0 (default 4: on water the force error converged in 3-4)")
     p.add_argument("--per-round", type=int, default=32, help="synthetic frames added per round (default 32)")
     p.add_argument("--coverage", type=float, default=0.5,
                    help="share of them spread in time rather than chosen by disagreement (default 0.5)")
