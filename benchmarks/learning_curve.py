@@ -285,12 +285,24 @@ def plot_structure(rows: List[dict], path: Path, title: str) -> None:
 
 
 def run(cg_path: Path, preset_name: str, out: Path, device: str = "cpu", name: Optional[str] = None,
-        plot_path: Optional[Path] = None, structure: bool = False, structure_md: Optional[dict] = None) -> dict:
+        plot_path: Optional[Path] = None, structure: bool = False, structure_md: Optional[dict] = None,
+        seeds: Optional[Tuple[int, ...]] = None) -> dict:
+    """Run (or resume) every cell of the preset; ``seeds`` limits it to some of the preset's seeds.
+
+    Several processes with disjoint ``seeds`` on the same ``out`` share the work (each runs on one thread); a
+    last run without ``seeds`` then gathers every finished cell into the result.
+    """
     from cgkd.data.cg_h5 import read_cg
     from cgkd.progress import note
     from cgkd.train.checkpoint import num_threads
 
     preset = PRESETS[preset_name]
+    if seeds is not None:
+        unknown = sorted(set(seeds) - set(preset.seeds))
+        if unknown or not seeds:
+            raise ValueError(f"seeds must be some of preset {preset_name!r}'s seeds {list(preset.seeds)}, "
+                             f"got {list(seeds)}")
+        preset = replace(preset, seeds=tuple(s for s in preset.seeds if s in set(seeds)))
     data = read_cg(cg_path)
     cells = []
     total = len(preset.n_grid) * len(preset.seeds)
@@ -311,6 +323,7 @@ def run(cg_path: Path, preset_name: str, out: Path, device: str = "cpu", name: O
                      f"{t['student']['rdf']:.3f}, ensemble {t['ensemble']['rdf']:.3f} ({time.perf_counter() - t0:.0f} s)")
     rows = summarise(cells)
     result = {"cg": str(cg_path), "n_frames": data.n_frames, "n_beads": data.n_beads, "preset": preset_name,
+              "seeds": list(preset.seeds),
               "settings": asdict(preset), "rows": rows, "cells": cells}
     if structure:
         result["structure_md"] = structure_md or STRUCTURE_MD
@@ -336,9 +349,15 @@ def main(argv: Optional[list] = None) -> int:
                         "the cell's held-out test frames")
     p.add_argument("--structure-ps", type=float, default=STRUCTURE_MD["ps"],
                    help="ps per replica of the structure runs (the ensemble runs half)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="run only these of the preset's seeds (one process per core; rerun without to gather)")
     args = p.parse_args(argv)
-    res = run(args.cg, args.preset, args.out, args.device, args.name or f"learning_curve_{args.preset}", args.plot,
-              structure=args.structure, structure_md=dict(STRUCTURE_MD, ps=args.structure_ps))
+    try:
+        res = run(args.cg, args.preset, args.out, args.device, args.name or f"learning_curve_{args.preset}",
+                  args.plot, structure=args.structure, structure_md=dict(STRUCTURE_MD, ps=args.structure_ps),
+                  seeds=None if args.seeds is None else tuple(args.seeds))
+    except ValueError as err:
+        p.error(str(err))
     for r in res["rows"]:
         d = r["student_minus_control"]
         e = r["ensemble_minus_control"]

@@ -172,7 +172,12 @@ def test_learning_curve_cells_and_paired_summary(tmp_path):
     m, h, n = mean_ci([1.0, 2.0, 3.0])
     assert (m, n) == (2.0, 3) and h == pytest.approx(4.303 * 1.0 / np.sqrt(3))
     write_cg(tmp_path / "cg.h5", lj_fluid(n_frames=20))
-    res = run(tmp_path / "cg.h5", "tiny", tmp_path / "lc")
+    with pytest.raises(ValueError, match=r"seeds must be some of preset 'tiny'.*\[0, 1\], got \[7\]"):
+        run(tmp_path / "cg.h5", "tiny", tmp_path / "lc", seeds=(7,))
+    part = run(tmp_path / "cg.h5", "tiny", tmp_path / "lc", seeds=(1,))  # one process's share of the seeds
+    assert part["seeds"] == [1] and {c["seed"] for c in part["cells"]} == {1}
+    res = run(tmp_path / "cg.h5", "tiny", tmp_path / "lc")  # gathers seed 1's cells, runs seed 0's
+    assert [c for c in res["cells"] if c["seed"] == 1] == part["cells"]
     assert [r["n_train"] for r in res["rows"]] == [4, 8] and all(r["seeds"] == 2 for r in res["rows"])
     cell = res["cells"][0]
     assert set(cell["rmse"]) == {"control", "student", "ensemble", "member_mean"}
