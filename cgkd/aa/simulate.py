@@ -129,21 +129,26 @@ def _restore(ctx: openmm.Context, checkpoint: bytes, state_xml: bytes) -> None:
         ctx.setState(openmm.XmlSerializer.deserialize(state_xml.decode()))
 
 
-def _same_spec(stored_yaml: str, spec: SystemSpec) -> bool:
+def _same_spec(stored_yaml: str, spec: SystemSpec, size: Optional[str] = None) -> bool:
     """Whether the spec embedded in a file describes ``spec``: compared as parsed values, so that a file written
-    before a spec field with a default was added still resumes."""
+    before a spec field with a default was added still resumes. With ``size``, only that size of the two specs'
+    sizes is compared (a size added to or changed in the spec later does not block resuming another one)."""
     try:
         old = spec_from_yaml_text(stored_yaml)
     except ValueError:
         return False
-    return yaml.safe_load(old.to_yaml()) == yaml.safe_load(spec.to_yaml())
+    a, b = yaml.safe_load(old.to_yaml()), yaml.safe_load(spec.to_yaml())
+    if size is not None:
+        a["sizes"] = {size: (a.get("sizes") or {}).get(size)}
+        b["sizes"] = {size: (b.get("sizes") or {}).get(size)}
+    return a == b
 
 
 def _check_existing(out: Path, spec: SystemSpec, size: str, interval: int) -> None:
     header = read_header(out)
     attrs, stored = header["attrs"], header["spec_yaml"] or ""
     problems = []
-    if stored != spec.to_yaml() and not _same_spec(stored, spec):
+    if stored != spec.to_yaml() and not _same_spec(stored, spec, size):
         problems.append("its embedded spec differs from the requested one")
     if attrs.get("size") != size:
         problems.append(f"it was made for size {attrs.get('size')!r}, not {size!r}")
@@ -186,8 +191,9 @@ def simulate(
     seed : int, optional
         Seed for insertion, velocities, thermostat and barostat (default: ``spec.seed``).
     temperature : float, K, optional
-        Run at this temperature instead of the spec's (the file's embedded spec records it), e.g. to
-        reach a state where a viscous liquid relaxes within the run.
+        Run at this temperature instead of the size's or the spec's (the file's embedded spec records it),
+        e.g. to reach a state where a viscous liquid relaxes within the run. Default: the size's
+        ``temperature`` if it sets one (reline ``evidence``: 450 K), else the spec's.
     progress : bool
         Report progress (a bar in a terminal, periodic lines in logs).
     resume : bool
@@ -205,11 +211,15 @@ def simulate(
     """
     if not isinstance(spec, SystemSpec):
         spec = load_spec(spec)
+    protocol = spec.size(size)
+    if temperature is not None:
+        temperature = float(units.strip(temperature, units.TEMPERATURE, "temperature"))
+    elif protocol.temperature is not None:
+        temperature = float(protocol.temperature)
     if temperature is not None:
         from dataclasses import replace
 
-        spec = replace(spec, temperature=float(units.strip(temperature, units.TEMPERATURE, "temperature")))
-    protocol = spec.size(size)
+        spec = replace(spec, temperature=temperature)
     steps = protocol.production_steps if production_steps is None else int(production_steps)
     interval = protocol.report_interval if report_interval is None else int(report_interval)
     if interval < 1:

@@ -92,6 +92,7 @@ class ProtocolSpec:
     report_interval: int = 100  # steps between saved frames
     checkpoint_interval: int = 1000  # steps between checkpoints of the production run
     cutoff: Optional[float] = None  # nm; overrides nonbonded.cutoff for this size (tiny test boxes)
+    temperature: Optional[float] = None  # K; overrides the spec's temperature for this size (a state that relaxes)
 
     def __post_init__(self):
         if self.units < 1:
@@ -104,6 +105,8 @@ class ProtocolSpec:
                 raise ValueError(f"{name} must be >= 1 step, got {getattr(self, name)}")
         if self.cutoff is not None and self.cutoff <= 0:
             raise ValueError(f"cutoff must be > 0 nm or null, got {self.cutoff}")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 K or null, got {self.temperature}")
 
 
 @dataclass(frozen=True)

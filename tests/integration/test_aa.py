@@ -161,6 +161,35 @@ def test_cli_runs_water(tmp_path, capsys):
     assert not (tmp_path / "hot.h5.sampling.json").exists()
 
 
+def test_a_size_may_set_its_own_temperature(tmp_path):
+    """A size's ``temperature`` (reline ``evidence``: 450 K) replaces the spec's; an explicit one wins over both."""
+    water = load_spec("water")
+    hot = dataclasses.replace(water, sizes={**water.sizes, "hot": dataclasses.replace(water.size("test"),
+                                                                                       temperature=340.0)})
+    out = simulate(hot, "hot", tmp_path / "hot.h5", platform="CPU", production_steps=20, report_interval=10,
+                   progress=False)
+    data = read_aa(out)
+    assert data.temperature == 340.0 and data.spec.temperature == 340.0
+    # resumed (extended) with the same spec: the embedded spec, written at 340 K, matches the resolved one
+    simulate(hot, "hot", out, platform="CPU", production_steps=30, report_interval=10, progress=False)
+    assert read_aa(out).n_frames == 3
+    # a size added to the spec later does not block resuming: only the file's own size is compared
+    more = dataclasses.replace(hot, sizes={**hot.sizes, "extra": water.size("quick")})
+    simulate(more, "hot", out, platform="CPU", production_steps=40, report_interval=10, progress=False)
+    assert read_aa(out).n_frames == 4
+    # ... but a change of that size does
+    with pytest.raises(ValueError, match="embedded spec differs"):
+        simulate(dataclasses.replace(hot, sizes={**hot.sizes, "hot": dataclasses.replace(hot.size("hot"),
+                                                                                          units=61)}),
+                 "hot", out, platform="CPU", production_steps=50, report_interval=10, progress=False)
+    explicit = simulate(hot, "hot", tmp_path / "x.h5", platform="CPU", production_steps=10, report_interval=10,
+                        progress=False, temperature=310.0)
+    assert read_aa(explicit).temperature == 310.0
+    assert load_spec("reline").size("evidence").temperature == 450.0
+    with pytest.raises(ValueError, match="temperature must be > 0 K or null, got -5"):
+        dataclasses.replace(water.size("test"), temperature=-5.0)
+
+
 def test_no_resume_keeps_the_old_file_until_the_new_run_is_done(tmp_path):
     """``--no-resume`` whose build fails, or that is interrupted, leaves the finished file as it was."""
     out = tmp_path / "w.h5"
