@@ -88,13 +88,14 @@ def main(argv=None) -> int:
     p.add_argument("--teachers", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--per-round", type=int, default=32)
     p.add_argument("--coverage", type=float, default=0.5)
     p.add_argument("--md-ps", type=float, default=20.0)
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--preset", default="small")
+    p.add_argument("--device", default="cpu", help="torch device of the students' training (cpu, cuda)")
     p.add_argument("--name", default="synthetic")
     p.add_argument("--plot", type=Path, default=None, help="PNG of the per-round curves")
     p.add_argument("--sampler", choices=["student", "ensemble", "frames"], default="student",
@@ -132,7 +133,8 @@ def main(argv=None) -> int:
     runs = {}
     with num_threads(1):
         for seed in args.seeds:
-            cfg = TrainConfig(max_epochs=args.epochs, batch_size=8, seed=3000 + seed, progress=False)
+            cfg = TrainConfig(max_epochs=args.epochs, batch_size=8, seed=3000 + seed, device=args.device,
+                              progress=False)
             recs = synthetic_rounds(args.cg, args.teachers, args.out / f"seed{seed}", rounds=args.rounds,
                                     per_round=args.per_round, coverage=args.coverage, md_ps=args.md_ps,
                                     replicas=args.replicas, preset=args.preset, config=cfg, seed=seed,
