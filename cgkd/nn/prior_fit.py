@@ -16,6 +16,7 @@ histograms (it does not import ``cgkd.analysis``, a higher layer).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -84,12 +85,44 @@ def _harmonic_fit(values: np.ndarray, jacobian, kt: float, term: str, names: Lis
         raise PriorFitError(f"{term} prior {names}: fewer than 3 histogram bins with >= {MIN_BIN_COUNT} samples")
     u = -kt * np.log(counts[ok] / jacobian(centres[ok]))
     a, b, _ = _weighted_polyfit(centres[ok], u, counts[ok].astype(float), 2)
-    if not a > 0:
-        raise PriorFitError(
-            f"{term} prior {names}: Boltzmann-inverted distribution is not convex "
-            f"(fitted force constant {2 * a:.4g} <= 0); the distribution is not unimodal"
-        )
-    return float(2 * a), float(-b / (2 * a))
+    if a > 0:
+        return float(2 * a), float(-b / (2 * a))
+    # A few hundred samples of a narrow peak can give a non-convex parabola by noise alone. If the sample does not
+    # look bimodal (Sarle's bimodality coefficient below the uniform distribution's 5/9), take the moments of the
+    # Boltzmann factor instead (samples weighted by 1/jacobian): k = kT / variance at the mean.
+    bc = bimodality_coefficient(values)
+    if bc < 5.0 / 9.0:
+        w = 1.0 / np.clip(jacobian(values), 1e-12, None)
+        mean = float(np.average(values, weights=w))
+        var = float(np.average((values - mean) ** 2, weights=w))
+        if var > 0:
+            warnings.warn(f"{term} prior {names}: the Boltzmann-inverted histogram of {values.size} samples is not "
+                          f"convex (fitted force constant {2 * a:.4g}); the sample looks unimodal (bimodality "
+                          f"coefficient {bc:.2f} < 5/9), so the moment estimate k = kT/variance is used",
+                          stacklevel=3)
+            return kt / var, mean
+    raise PriorFitError(
+        f"{term} prior {names}: Boltzmann-inverted distribution is not convex "
+        f"(fitted force constant {2 * a:.4g} <= 0, bimodality coefficient {bc:.2f}); the distribution is not unimodal"
+    )
+
+
+def bimodality_coefficient(values: np.ndarray) -> float:
+    """Sarle's bimodality coefficient (g^2 + 1) / (k + 3 (n-1)^2 / ((n-2)(n-3))), g the sample skewness and k the
+    sample excess kurtosis (both with the usual small-sample corrections): 1/3 for a normal sample, 5/9 for a
+    uniform one, towards 1 for two separated peaks (SAS/STAT user's guide, PROC CLUSTER; Pfister et al., Front.
+    Psychol. 4, 700, 2013)."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    n = x.size
+    if n < 4:
+        raise ValueError(f"values must hold at least 4 samples, got {n}")
+    d = x - x.mean()
+    m2, m3, m4 = (np.mean(d ** p) for p in (2, 3, 4))
+    if not m2 > 0:
+        return 0.0
+    g1 = m3 / m2 ** 1.5 * math.sqrt(n * (n - 1)) / (n - 2)
+    g2 = ((n + 1) * (m4 / m2 ** 2 - 3) + 6) * (n - 1) / ((n - 2) * (n - 3))
+    return float((g1 ** 2 + 1) / (g2 + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3))))
 
 
 def fit_bonds(positions, box, types, type_names: Sequence[str], bonds, temperature: float, n_bins: int = 60) -> HarmonicBonds:

@@ -291,6 +291,29 @@ def test_failed_fits_raise_named_errors():
         fit_pair_repulsion(np.zeros((2, 3, 3)), np.zeros((3, 3)), np.zeros(3), TYPES, T)
 
 
+def test_a_noisy_unimodal_sample_falls_back_to_moments_and_a_bimodal_one_still_fails():
+    from cgkd.nn.prior_fit import bimodality_coefficient
+
+    rng = np.random.default_rng(2)
+    assert bimodality_coefficient(rng.normal(size=200_000)) == pytest.approx(1 / 3, abs=0.01)
+    assert bimodality_coefficient(rng.uniform(size=200_000)) == pytest.approx(5 / 9, abs=0.01)
+    two = np.concatenate([rng.normal(0.2, 0.01, 5000), rng.normal(0.4, 0.01, 5000)])
+    assert bimodality_coefficient(two) > 0.9
+    # 126 angles of one molecule with a flat top and short tails (as a 150-frame alanine-dipeptide run gave): the
+    # 8-bin parabola is concave, the sample is unimodal, the moments of the Boltzmann factor give the prior
+    theta = np.concatenate([np.linspace(1.925, 2.075, 120), 1.925 - 0.01 * np.arange(1, 4),
+                            2.075 + 0.01 * np.arange(1, 4)])
+    pos = np.zeros((theta.size, 3, 3))
+    pos[:, 0, 0] = 0.15
+    pos[:, 2, 0], pos[:, 2, 1] = 0.15 * np.cos(theta), 0.15 * np.sin(theta)
+    with pytest.warns(UserWarning, match=r"angle prior \['A', 'B', 'C'\].*not convex.*bimodality coefficient 0\.47"):
+        (entry,) = fit_angles(pos, None, np.array([0, 1, 2]), TYPES, np.array([[0, 1, 2]]), T).entries
+    w = 1 / np.sin(theta)
+    mean = np.average(theta, weights=w)
+    assert entry["theta0"] == pytest.approx(mean, rel=1e-6)
+    assert entry["k"] == pytest.approx(kbt(T) / np.average((theta - mean) ** 2, weights=w), rel=1e-4)
+
+
 def test_prior_construction_errors():
     with pytest.raises(ValueError, match="type 'Z' is not one of"):
         HarmonicBonds(TYPES, [{"types": ["A", "Z"], "k": 1.0, "r0": 0.1}], [[0, 1]], 2)
