@@ -60,6 +60,9 @@ PRESETS: Dict[str, LCPreset] = {
     # under-trained, too-small teachers?
     "strong32": LCPreset(n_grid=(32,), seeds=(0, 1, 2, 3, 4), members=4, teacher_preset="medium",
                          student_preset="small", teacher_epochs=30, student_epochs=30),
+    # the same cell with students of the teachers' size: is the small student's capacity the limit?
+    "strong32-medium": LCPreset(n_grid=(32,), seeds=(0, 1, 2, 3, 4), members=4, teacher_preset="medium",
+                                student_preset="medium", teacher_epochs=30, student_epochs=30),
     # the curve with teachers worth distilling, for a GPU (--device cuda) and the data of reline's evidence-gpu size
     # or water's default size (thousands of frames); prepared, not run here (no GPU was lent)
     "gpu": LCPreset(n_grid=(8, 32, 128, 512), seeds=(0, 1, 2, 3, 4), members=8, teacher_preset="medium",
