@@ -224,6 +224,29 @@ def test_survival_curve_and_stability_run(tmp_path):
     assert pert["survived"] < 2 and pert["failures"]
 
 
+def test_model_speed_measures_every_model_in_turn(tmp_path):
+    from benchmarks.model_speed import main as speed_main, measure
+    from cgkd.data.cg_h5 import write_cg
+    from cgkd.export import LennardJonesPair, export_potential
+    from test_openmm_md import TYPES, _data
+
+    for name, cut in (("short", 0.6), ("long", 0.9)):
+        pot = LennardJonesPair(TYPES, [[0.40, 0.45], [0.45, 0.50]], [[1.0, 1.5], [1.5, 2.0]], cutoff=cut)
+        export_potential(pot, tmp_path / f"{name}.pt", type_names=TYPES, type_masses=[40.0, 60.0], cutoff=cut,
+                         periodic=True)
+    write_cg(tmp_path / "cg.h5", _data())
+    res = measure({"short": tmp_path / "short.pt", "long": tmp_path / "long.pt"}, tmp_path / "cg.h5", steps=5,
+                  repeats=2)
+    assert [len(v) for v in res["ms_per_step"].values()] == [2, 2]
+    assert res["speed_vs_first"]["short"] == 1.0
+    m = res["median_ms_per_step"]
+    assert all(v > 0 for v in m.values()) and res["speed_vs_first"]["long"] == pytest.approx(m["short"] / m["long"])
+    with pytest.raises(ValueError, match="at least one LABEL=PATH"):
+        measure({}, tmp_path / "cg.h5")
+    with pytest.raises(SystemExit):
+        speed_main(["--cg", str(tmp_path / "cg.h5"), "--model", "nolabel"])
+
+
 def test_energy_target_sweep_and_gauge_statistics(tmp_path):
     from benchmarks.energy_targets import run as run_energy
     from cgkd.data.cg_h5 import write_cg
