@@ -96,11 +96,14 @@ def _md_frames(run_dir: Path, data: CGData, skip_ps: float) -> CGData:
     return CGData(positions=p, forces=np.zeros_like(p), box=b, topology=data.topology, temperature=data.temperature)
 
 
-def _train(data: CGData, labels: np.ndarray, train, val, arch, preset, config: TrainConfig, out: Path):
+def _train(data: CGData, labels: np.ndarray, train, val, arch, preset, config: TrainConfig, out: Path, prior_frames):
+    """A fresh student on ``train`` of ``data``; its priors and energy scale come from ``prior_frames`` only (the AA
+    training frames: the student's own MD may visit contacts the AA liquid never makes, and a repulsion prior fitted
+    on them would let them in)."""
     frames = FrameSet(positions=data.positions, types=np.array(data.types), box=data.box,
                       targets={keys.FORCES: labels}).to(config.torch_dtype)
     with seeded(config.seed):
-        pot = build_potential(data, arch, preset, train)
+        pot = build_potential(data, arch, preset, prior_frames)
     return fit(pot, frames, frames, config, out, train_indices=train, val_indices=val, extra={"role": "student"}).model
 
 
@@ -241,7 +244,7 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 4, per_roun
             pool, labels = _combined(data, keep, aa_labels, extra)
             tr = np.concatenate([np.arange(len(train)), np.arange(len(keep), pool.n_frames)])
             va = np.arange(len(train), len(keep))
-            model = _train(pool, labels, tr, va, arch, preset, cfg, folder / "train")
+            model = _train(pool, labels, tr, va, arch, preset, cfg, folder / "train", np.arange(len(train)))
             save_potential(folder / "model.pt", model.cpu(), extra={"role": "student", "round": r})
             f = predict(model, data.subset(test))[keys.FORCE]
             export_model(folder / "model.pt", cg_path, folder / "student.pt")

@@ -285,6 +285,12 @@ def test_synthetic_rounds_add_ensemble_labelled_frames_from_the_students_md(ense
     frames = CGData(positions=pos, forces=np.zeros_like(pos), box=box, topology=data.topology,
                     temperature=data.temperature)
     np.testing.assert_allclose(lab, ensemble_predictions(frames, tdir)[keys.MEAN_FORCES], rtol=1e-5, atol=1e-4)
+    # every round's priors come from the AA training frames, not from the student's own MD
+    from cgkd.nn.potential import load_potential
+
+    priors = [[p.config() for p in load_potential(tmp_path / "syn" / f"round_{r:02d}" / "model.pt").nonbonded_priors]
+              for r in (0, 1)]
+    assert priors[0] and priors[1] == priors[0]
     again = synthetic_rounds(root / "cg.h5", tdir, tmp_path / "syn", rounds=1, per_round=4, md_ps=1.6, replicas=1,
                              skip_ps=0.0, preset=TINY, config=cfg)
     assert again == recs  # resumed: every round read back
