@@ -92,7 +92,8 @@ PRESETS: Dict[str, Preset] = {
         cg_timestep=0.004,  # models of 2 epochs on a few frames: a short step for the tests
         synthetic_rounds=0,  # the stage has its own test (tests/integration/test_pipeline.py)
     ),
-    # ~20 minutes on 2 CPU cores: teachers medium (8.5k parameters), students small (1.2k parameters).
+    # ~14 minutes on 2 CPU cores (833 s of stages, 2026-12-02): teachers medium (8.5k parameters), students small
+    # (1.2k parameters), 4 synthetic rounds (240 s of it).
     "quick": Preset(size="quick", teacher_preset="medium", teacher_epochs=15, student_epochs=30, workers=2),
     "paper": Preset(
         size="paper", teacher_epochs=200, student_epochs=200, cg_replicas=8, cg_steps=62_500,  # 8 x 1 ns
