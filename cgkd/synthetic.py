@@ -203,7 +203,9 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 4, per_roun
         if frames.type_names != data.type_names or frames.n_beads != data.n_beads:
             raise ValueError(f"frames has {frames.n_beads} beads of types {frames.type_names}, but {cg_path} has "
                              f"{data.n_beads} of types {data.type_names}")
-    aa_labels = ensemble_predictions(data, teacher_dir)[keys.MEAN_FORCES]
+    aa_pred = ensemble_predictions(data, teacher_dir)  # once: labels of the AA frames, disagreement on the test ones
+    aa_labels = aa_pred[keys.MEAN_FORCES]
+    aa_std = float(np.mean(aa_pred[keys.FORCE_STD][test]))
     keep = np.concatenate([train, val])
     empty = {"positions": np.zeros((0,) + data.positions.shape[1:], np.float32),
              "labels": np.zeros((0,) + data.positions.shape[1:], np.float32), "box": np.zeros((0, 3, 3), np.float32),
@@ -258,7 +260,7 @@ def synthetic_rounds(cg_path, teacher_dir, out_dir, *, rounds: int = 4, per_roun
                    "force_rmse_vs_ensemble": force_rmse(f, aa_labels[test]),
                    "own_md_survived": f"{own['survived']}/{own['n_replicas']}",
                    "own_md_mean_force_std": float(ensemble_predictions(own_frames, teacher_dir)[keys.FORCE_STD].mean()),
-                   "aa_mean_force_std": float(np.mean(ensemble_predictions(data.subset(test), teacher_dir)[keys.FORCE_STD]))}
+                   "aa_mean_force_std": aa_std}
             with atomic_path(folder / "synthetic.npz", suffix=".npz") as tmp:
                 np.savez(tmp, **extra)
             write_text(done, json.dumps(rec, indent=1))

@@ -212,14 +212,12 @@ def simulate(
     if not isinstance(spec, SystemSpec):
         spec = load_spec(spec)
     protocol = spec.size(size)
-    if temperature is not None:
-        temperature = float(units.strip(temperature, units.TEMPERATURE, "temperature"))
-    elif protocol.temperature is not None:
-        temperature = float(protocol.temperature)
+    if temperature is None:
+        temperature = protocol.temperature
     if temperature is not None:
         from dataclasses import replace
 
-        spec = replace(spec, temperature=temperature)
+        spec = replace(spec, temperature=float(units.strip(temperature, units.TEMPERATURE, "temperature")))
     steps = protocol.production_steps if production_steps is None else int(production_steps)
     interval = protocol.report_interval if report_interval is None else int(report_interval)
     if interval < 1:

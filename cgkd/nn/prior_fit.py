@@ -94,13 +94,11 @@ def _harmonic_fit(values: np.ndarray, jacobian, kt: float, term: str, names: Lis
     if bc < 5.0 / 9.0:
         w = 1.0 / np.clip(jacobian(values), 1e-12, None)
         mean = float(np.average(values, weights=w))
-        var = float(np.average((values - mean) ** 2, weights=w))
-        if var > 0:
-            warnings.warn(f"{term} prior {names}: the Boltzmann-inverted histogram of {values.size} samples is not "
-                          f"convex (fitted force constant {2 * a:.4g}); the sample looks unimodal (bimodality "
-                          f"coefficient {bc:.2f} < 5/9), so the moment estimate k = kT/variance is used",
-                          stacklevel=3)
-            return kt / var, mean
+        var = float(np.average((values - mean) ** 2, weights=w))  # > 0: the sample has width (checked above)
+        warnings.warn(f"{term} prior {names}: the Boltzmann-inverted histogram of {values.size} samples is not "
+                      f"convex (fitted force constant {2 * a:.4g}); the sample looks unimodal (bimodality "
+                      f"coefficient {bc:.2f} < 5/9), so the moment estimate k = kT/variance is used", stacklevel=3)
+        return kt / var, mean
     raise PriorFitError(
         f"{term} prior {names}: Boltzmann-inverted distribution is not convex "
         f"(fitted force constant {2 * a:.4g} <= 0, bimodality coefficient {bc:.2f}); the distribution is not unimodal"
